@@ -52,7 +52,7 @@ def test_ha_sgd_gradient_variance_shrinks_as_one_over_samples():
     model = quantize_model(mlp(), QuantConfig(method="lloyd", levels=4, noise=0.1))
     torch.manual_seed(0)
 
-    def estimates(samples: int, repeats: int = 60) -> torch.Tensor:
+    def estimates(samples: int, repeats: int = 40) -> torch.Tensor:
         out = []
         for _ in range(repeats):
             model.zero_grad()
@@ -62,8 +62,8 @@ def test_ha_sgd_gradient_variance_shrinks_as_one_over_samples():
 
     one, four = estimates(1), estimates(4)
     ratio = float(one.var(0).sum() / four.var(0).sum())
-    assert 2.8 < ratio < 5.5, ratio  # 4 in expectation; sum over ~1000 coordinates, 60 repeats each
-    assert torch.allclose(one.mean(0), four.mean(0), atol=4 * float(one.std(0).max()) / math.sqrt(60))
+    assert 3.0 < ratio < 5.2, ratio  # 4 in expectation; sum over ~1000 coordinates, 40 repeats each
+    assert torch.allclose(one.mean(0), four.mean(0), atol=4 * float(one.std(0).max()) / math.sqrt(40))
 
 
 def test_ha_sgd_errors():
