@@ -25,3 +25,9 @@ lint: setup
 
 bench: setup
 	$(VPY) -m benchmarks.bench
+
+.PHONY: robustness
+# Accuracy vs test-time noise and vs ADC bits (docs/beyond.md); figures/out/robustness*.png/.pdf
+robustness: setup
+	$(VPY) -m benchmarks run robustness --scale $(SCALE) $(if $(DATA),--data $(DATA))
+	$(VPY) -m figures.robustness --scale $(SCALE)

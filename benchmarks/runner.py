@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from benchmarks.data import DataBundle, TensorImages, load_data
-from benchmarks.experiments import Cell, Recipe, cells
+from benchmarks.experiments import Cell, Recipe, cells, sweep_key
 from benchmarks.models import build_model, load_weights
 from benchmarks.results import (
     checkpoint_path,
@@ -37,6 +38,8 @@ from benchmarks.results import (
     write_record,
 )
 from cacim_core import QuantConfig, noisy_evaluate, quantize_model, quantizers, refit_check, refit_counts
+from cacim_core.device import calibrate_adc, set_adc
+from cacim_core.training import ha_sgd_backward
 
 # File names a user may supply for the paper-scale float models (torchvision's and akamaster's names too).
 WEIGHT_PATTERNS = {
@@ -183,13 +186,14 @@ def train(
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            loss = loss_fn(recipe.loss, net(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = ha_sgd_backward(
+                net, lambda m, x=x, y=y: loss_fn(recipe.loss, m(x), y), recipe.noise_samples
+            )
             optimizer.step()
             if quantized:
                 refit_check(model)
-            total, count = total + loss.item(), count + 1
+            total, count = total + loss, count + 1
         scheduler.step()
         elapsed += time.perf_counter() - t0
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -228,6 +232,12 @@ def accuracy(
 
 def model_classes(model: nn.Module, x: Tensor) -> int:
     return int(model(x[:1]).shape[1])
+
+
+def calibration_batches(data: DataBundle, ctx: Context, batches: int = 4) -> list[Tensor]:
+    """The first training batches, unshuffled: where ADC ranges are calibrated (never the test set)."""
+    loader = DataLoader(data.train, 128, shuffle=False, num_workers=_workers(data.train))
+    return [x.to(ctx.device) for x, _ in itertools.islice(loader, batches)]
 
 
 # ---------------------------------------------------------------- the float model
@@ -301,8 +311,11 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         noise=cell.noise_train,
         first_last=cell.first_last,
         refit_threshold=cell.recipe.refit_threshold,
+        **dict(cell.options),
     )
     quantize_model(model, config)
+    if config.adc_bits is not None:
+        calibrate_adc(model, calibration_batches(data, ctx))
     ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
     trained = train(
         model,
@@ -323,6 +336,8 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
     def metric_fn(m: nn.Module) -> dict[str, float]:
         return accuracy(m, data.test, ctx)
 
+    if config.adc_bits is not None:
+        calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
     draws = cell.trials if cell.noise_eval > 0 else 1
     result = noisy_evaluate(model, metric_fn, draws=draws, seed=cell.seed, delta=cell.noise_eval)
     metrics: dict[str, float] = {f"fp_{k}": v for k, v in fp_metrics.items()}
@@ -331,6 +346,15 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         metrics[f"gap_{k}"] = fp_metrics[k] - result.mean[k]
         if draws > 1:
             metrics[f"{k}_std"] = metrics[f"gap_{k}_std"] = result.std[k]
+    for delta, bits in cell.sweep:  # robustness curves: the same trained model, other test conditions
+        adc = bits if bits is not None else config.adc_bits
+        set_adc(model, adc)
+        if adc is not None:
+            calibrate_adc(model, calibration_batches(data, ctx))
+        point = noisy_evaluate(model, metric_fn, cell.trials if delta > 0 else 1, cell.seed, delta)
+        for k in ("top1", "top5"):
+            metrics[sweep_key(k, delta, bits)] = point.mean[k]
+            metrics[sweep_key(f"{k}_std", delta, bits)] = point.std[k]
     record = {
         **{k: v for k, v in asdict(cell).items() if k not in ("recipe", "fp_recipe", "max_batches")},
         "cell": cell.id,
