@@ -1,4 +1,4 @@
-"""Noise robustness: accuracy vs test-time weight noise (0..10%) and vs ADC bits, one curve per trained model.
+"""Noise robustness: accuracy vs test-time weight noise (0..30%) and vs ADC bits, one curve per trained model.
 
 Two families of trained models at 3, 4 and 8 levels, each evaluated on the same sweep (no retraining):
 - Lloyd trained at several NATS deltas, and with HA-SGD (L noise draws per step) both at equal steps
@@ -13,7 +13,8 @@ from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
 from benchmarks.experiments.table1 import SETUPS as TABLE1
 
 LEVELS = (3, 4, 8)
-TEST_NOISES = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.10)
+# 0..10% as asked, then on to where the proxy models break (the digits proxy barely moves below 10%)
+TEST_NOISES = (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15, 0.20, 0.30)
 ADC_BITS = (2, 3, 4, 5, 6, 8)
 ADC_NOISE = 0.02
 TRAIN_NOISES = (0.0, 0.02, 0.05, 0.10)
