@@ -218,16 +218,13 @@ def accuracy(
         if max_batches is not None and i >= max_batches:
             break
         x, y = x.to(ctx.device), y.to(ctx.device)
-        top = model(x).topk(min(5, model_classes(model, x)), dim=1).indices
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         correct1 += int(hits[:, 0].sum())
         correct5 += int(hits.any(1).sum())
         seen += len(y)
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen}
-
-
-def model_classes(model: nn.Module, x: Tensor) -> int:
-    return int(model(x[:1]).shape[1])
 
 
 # ---------------------------------------------------------------- the float model
@@ -242,7 +239,7 @@ def find_weights(ctx: Context, cell: Cell) -> Path | None:
 
 
 def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """The float model a cell starts from and its accuracy: a user-supplied file, else trained once, cached."""
+    """The float model a cell starts from and its accuracy: a user-supplied file, else trained and cached."""
     model = build_model(cell.model, data.num_classes, data.input_size)
     path = find_weights(ctx, cell)
     if path is not None:
@@ -277,7 +274,7 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     metrics: dict[str, float] = {}
     if ctx.main:
         model.eval()
-        metrics = accuracy(model, data.test, ctx)
+        metrics = accuracy(model, data.test, ctx, cell.max_batches and 1)
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         save_checkpoint(cache, {"model": state, "metrics": metrics, "source": str(path or "trained")})
         cache.with_suffix(".ckpt").unlink(missing_ok=True)
@@ -321,7 +318,7 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
     t0 = time.perf_counter()
 
     def metric_fn(m: nn.Module) -> dict[str, float]:
-        return accuracy(m, data.test, ctx)
+        return accuracy(m, data.test, ctx, cell.max_batches and 1)
 
     draws = cell.trials if cell.noise_eval > 0 else 1
     result = noisy_evaluate(model, metric_fn, draws=draws, seed=cell.seed, delta=cell.noise_eval)
