@@ -238,6 +238,12 @@ def find_weights(ctx: Context, cell: Cell) -> Path | None:
     return None
 
 
+def missing_weights_message(ctx: Context, cell: Cell) -> str:
+    names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
+    where = ctx.weights or "DATA/weights"
+    return f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR, make ... WEIGHTS=DIR)"
+
+
 def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
     """The float model a cell starts from and its accuracy: a user-supplied file, else trained and cached."""
     model = build_model(cell.model, data.num_classes, data.input_size)
@@ -246,9 +252,7 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
         load_weights(model, path)
         key = f"{cell.model}-{cell.dataset}-file{fingerprint_files([path], hash_contents=False)}"
     elif cell.fp_recipe is None:
-        names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
-        where = ctx.weights or "DATA/weights"
-        raise SetupError(f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR)")
+        raise SetupError(missing_weights_message(ctx, cell))
     else:
         recipe_hash = hashlib.sha256(repr(cell.fp_recipe).encode()).hexdigest()[:8]
         key = f"{cell.model}-{cell.dataset}-{data.fingerprint}-{recipe_hash}"
@@ -389,18 +393,20 @@ def run(
         weights = data_root / "weights"
     ctx = Context(scale, Path(results), data_root, Path(weights) if weights else None, force, progress)
     init_distributed(ctx)
-    bundles: dict[str, DataBundle] = {}
-    written = []
     pending = [c for c in todo if force or not is_finished(ctx.results, c.experiment, scale, c.id)]
+    # Every input is checked before the first cell trains: no half-run table because of a missing file.
+    bundles = {name: load_data(name, data_root) for name in sorted({c.dataset for c in pending})}
+    for cell in pending:
+        if cell.fp_recipe is None and find_weights(ctx, cell) is None:
+            raise SetupError(missing_weights_message(ctx, cell))
     if ctx.main:
         print(
             f"{experiment} [{scale}]: {len(todo)} cells, {len(todo) - len(pending)} already finished, "
             f"{len(pending)} to run",
             file=sys.stderr,
         )
+    written = []
     for cell in tqdm(pending, desc=f"{experiment} [{scale}]", disable=not (progress and ctx.main)):
-        if cell.dataset not in bundles:
-            bundles[cell.dataset] = load_data(cell.dataset, data_root)
         record = run_cell(cell, bundles[cell.dataset], ctx)
         if record is not None:
             written.append(record)
