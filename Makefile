@@ -26,6 +26,15 @@ lint: setup
 bench: setup
 	$(VPY) -m benchmarks.bench
 
+# Classification tables (benchmarks/experiments/*.py), then their rendering (tables/out/<name>.md/.tex/.csv).
+# make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,uniform] [PLUGIN=my_module]
+CLASSIFICATION_TABLES := table1 table2 table3 delta
+.PHONY: $(CLASSIFICATION_TABLES)
+$(CLASSIFICATION_TABLES): setup
+	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN))
+	$(VPY) -m tables.render $@ --scale $(SCALE)
+
 .PHONY: robustness
 # Accuracy vs test-time noise and vs ADC bits (docs/beyond.md); figures/out/robustness*.png/.pdf
 robustness: setup

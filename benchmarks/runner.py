@@ -222,16 +222,13 @@ def accuracy(
         if max_batches is not None and i >= max_batches:
             break
         x, y = x.to(ctx.device), y.to(ctx.device)
-        top = model(x).topk(min(5, model_classes(model, x)), dim=1).indices
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         correct1 += int(hits[:, 0].sum())
         correct5 += int(hits.any(1).sum())
         seen += len(y)
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen}
-
-
-def model_classes(model: nn.Module, x: Tensor) -> int:
-    return int(model(x[:1]).shape[1])
 
 
 def calibration_batches(data: DataBundle, ctx: Context, batches: int = 4) -> list[Tensor]:
@@ -251,17 +248,21 @@ def find_weights(ctx: Context, cell: Cell) -> Path | None:
     return None
 
 
+def missing_weights_message(ctx: Context, cell: Cell) -> str:
+    names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
+    where = ctx.weights or "DATA/weights"
+    return f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR, make ... WEIGHTS=DIR)"
+
+
 def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """The float model a cell starts from and its accuracy: a user-supplied file, else trained once, cached."""
+    """The float model a cell starts from and its accuracy: a user-supplied file, else trained and cached."""
     model = build_model(cell.model, data.num_classes, data.input_size)
     path = find_weights(ctx, cell)
     if path is not None:
         load_weights(model, path)
         key = f"{cell.model}-{cell.dataset}-file{fingerprint_files([path], hash_contents=False)}"
     elif cell.fp_recipe is None:
-        names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
-        where = ctx.weights or "DATA/weights"
-        raise SetupError(f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR)")
+        raise SetupError(missing_weights_message(ctx, cell))
     else:
         recipe_hash = hashlib.sha256(repr(cell.fp_recipe).encode()).hexdigest()[:8]
         key = f"{cell.model}-{cell.dataset}-{data.fingerprint}-{recipe_hash}"
@@ -287,7 +288,7 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     metrics: dict[str, float] = {}
     if ctx.main:
         model.eval()
-        metrics = accuracy(model, data.test, ctx)
+        metrics = accuracy(model, data.test, ctx, cell.max_batches and 1)
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         save_checkpoint(cache, {"model": state, "metrics": metrics, "source": str(path or "trained")})
         cache.with_suffix(".ckpt").unlink(missing_ok=True)
@@ -334,7 +335,7 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
     t0 = time.perf_counter()
 
     def metric_fn(m: nn.Module) -> dict[str, float]:
-        return accuracy(m, data.test, ctx)
+        return accuracy(m, data.test, ctx, cell.max_batches and 1)
 
     if config.adc_bits is not None:
         calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
@@ -416,18 +417,20 @@ def run(
         weights = data_root / "weights"
     ctx = Context(scale, Path(results), data_root, Path(weights) if weights else None, force, progress)
     init_distributed(ctx)
-    bundles: dict[str, DataBundle] = {}
-    written = []
     pending = [c for c in todo if force or not is_finished(ctx.results, c.experiment, scale, c.id)]
+    # Every input is checked before the first cell trains: no half-run table because of a missing file.
+    bundles = {name: load_data(name, data_root) for name in sorted({c.dataset for c in pending})}
+    for cell in pending:
+        if cell.fp_recipe is None and find_weights(ctx, cell) is None:
+            raise SetupError(missing_weights_message(ctx, cell))
     if ctx.main:
         print(
             f"{experiment} [{scale}]: {len(todo)} cells, {len(todo) - len(pending)} already finished, "
             f"{len(pending)} to run",
             file=sys.stderr,
         )
+    written = []
     for cell in tqdm(pending, desc=f"{experiment} [{scale}]", disable=not (progress and ctx.main)):
-        if cell.dataset not in bundles:
-            bundles[cell.dataset] = load_data(cell.dataset, data_root)
         record = run_cell(cell, bundles[cell.dataset], ctx)
         if record is not None:
             written.append(record)

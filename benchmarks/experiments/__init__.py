@@ -61,7 +61,7 @@ class Setup:
     fp_recipe: Recipe | None  # trains the float model when no file is supplied; None: the user supplies it
     trials: int  # noise draws at evaluation for noisy cells
     seeds: tuple[int, ...] = (0,)
-    max_batches: int | None = None  # cap on batches per epoch (smoke scale only)
+    max_batches: int | None = None  # smoke only: batches per training epoch; evaluation uses one batch
 
 
 @dataclass(frozen=True)

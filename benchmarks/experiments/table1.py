@@ -50,7 +50,7 @@ SETUPS = {
         Recipe(epochs=1, batch_size=64, lr=0.02, refit_threshold=1.5),
         fp_recipe=Recipe(epochs=2, batch_size=64, lr=0.1),
         trials=2,
-        max_batches=4,
+        max_batches=2,
     ),
 }
 # Footnote marks: TTQ * and LQ-Net * keep first/last float, APoT + uses 8-bit, the rest quantize all.

@@ -47,7 +47,7 @@ SETUPS = {
         fp_recipe=Recipe(epochs=1, batch_size=50, lr=0.002, optimizer="adam", loss="squared_hinge"),
         trials=2,
         seeds=(0, 1),
-        max_batches=4,
+        max_batches=2,
     ),
 }
 # TWN is trained from scratch as in Li et al. (2016); TTQ fine-tunes a float model as in Zhu et al. (2016).

@@ -32,7 +32,7 @@ SETUPS = {
         Recipe(epochs=1, batch_size=64, lr=0.01),
         Recipe(epochs=1, batch_size=64, lr=0.1),
         trials=2,
-        max_batches=3,
+        max_batches=2,
     ),
 }
 # Baselines where the paper quotes them and we implement the quantizer (same footnote policies).
