@@ -148,10 +148,12 @@ def train(
     quantized: bool,
     desc: str,
     max_batches: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists.
 
-    Returns {"resumed_from_epoch", "train_time_s"} (time summed over interrupted runs).
+    `extra` is stored in every checkpoint and comes back from a resumed one. Returns
+    {"resumed_from_epoch", "train_time_s", "extra"} (time summed over interrupted runs).
     """
     optimizer = make_optimizer(recipe, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule.factor)
@@ -161,7 +163,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, elapsed = state["epoch"], state["train_time_s"]
+        start, elapsed, extra = state["epoch"], state["train_time_s"], state["extra"]
     net: nn.Module = model
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -202,9 +204,10 @@ def train(
                     "train_time_s": elapsed,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "extra": extra,
                 },
             )
-    return {"resumed_from_epoch": start, "train_time_s": elapsed}
+    return {"resumed_from_epoch": start, "train_time_s": elapsed, "extra": extra}
 
 
 @torch.no_grad()
@@ -305,6 +308,12 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
     )
     quantize_model(model, config)
     ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+    # Accuracy right after conversion, before fine-tuning: the quantizer alone (post-training quantization).
+    ptq = (
+        None
+        if ckpt.is_file() or not ctx.main
+        else accuracy(model.eval(), data.test, ctx, cell.max_batches and 1)
+    )
     trained = train(
         model,
         cell.recipe,
@@ -315,6 +324,7 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         quantized=True,
         desc=cell.id,
         max_batches=cell.max_batches,
+        extra={"ptq": ptq},
     )
     if not ctx.main:
         _barrier(ctx)
@@ -332,6 +342,8 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         metrics[f"gap_{k}"] = fp_metrics[k] - result.mean[k]
         if draws > 1:
             metrics[f"{k}_std"] = metrics[f"gap_{k}_std"] = result.std[k]
+        metrics[f"ptq_{k}"] = trained["extra"]["ptq"][k]
+        metrics[f"gap_ptq_{k}"] = fp_metrics[k] - metrics[f"ptq_{k}"]
     record = {
         **{k: v for k, v in asdict(cell).items() if k not in ("recipe", "fp_recipe", "max_batches")},
         "cell": cell.id,

@@ -19,7 +19,7 @@ SETUPS = {
     ),
     "proxy": Setup(
         {"vgg_like": "vgg_like_narrow"},
-        "digits16",
+        "digits16-noise30",
         Recipe(
             epochs=8,
             batch_size=50,
