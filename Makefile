@@ -33,4 +33,4 @@ CLASSIFICATION_TABLES := table1 table2 table3 delta
 $(CLASSIFICATION_TABLES): setup
 	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN))
-	$(VPY) -m tables.render $@ --scale $(SCALE)
+	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)

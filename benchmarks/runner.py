@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from benchmarks.results import (
     is_finished,
     load_checkpoint,
     now_iso,
+    record_path,
     save_checkpoint,
     write_record,
 )
@@ -367,6 +369,24 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
 
 
 # ---------------------------------------------------------------- an experiment
+def check_finished_match(ctx: Context, done: list[Cell]) -> None:
+    """A finished record made with another recipe or dataset is stale: say so instead of skipping it."""
+    for cell in done:
+        path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+        with open(path) as f:
+            record = json.load(f)
+        declared = {
+            "recipe": json.loads(json.dumps(asdict(cell.recipe))),
+            "model": cell.model,
+            "dataset": cell.dataset,
+        }
+        if any(record.get(key) != value for key, value in declared.items()):
+            raise SetupError(
+                f"{path} was made with another recipe/model/dataset than {cell.id} now declares: "
+                "delete it or pass --force to recompute"
+            )
+
+
 def load_plugin(name: str) -> None:
     """Import a user module (e.g. one that registers a quantizer); the working directory is importable."""
     if os.getcwd() not in sys.path:
@@ -406,6 +426,8 @@ def run(
     ctx = Context(scale, Path(results), data_root, Path(weights) if weights else None, force, progress)
     init_distributed(ctx)
     pending = [c for c in todo if force or not is_finished(ctx.results, c.experiment, scale, c.id)]
+    if not force:
+        check_finished_match(ctx, [c for c in todo if c not in pending])
     # Every input is checked before the first cell trains: no half-run table because of a missing file.
     bundles = {name: load_data(name, data_root) for name in sorted({c.dataset for c in pending})}
     for cell in pending:

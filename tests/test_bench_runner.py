@@ -187,3 +187,27 @@ def test_paper_recipe_builds(table, tmp_path):
     )
     if data.input_size == 32:  # the 224-px ResNets are only built; a CIFAR batch also runs forward
         assert model.eval()(x[:2]).shape == (2, data.num_classes)
+
+
+def test_stale_record_is_reported_not_skipped(tmp_path, capsys):
+    args = [
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    (path,) = (tmp_path / "table2" / "smoke").glob("*.json")
+    record = json.loads(path.read_text())
+    record["recipe"]["epochs"] += 1
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "another recipe" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert json.loads(path.read_text())["recipe"]["epochs"] == record["recipe"]["epochs"] - 1
