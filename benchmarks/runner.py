@@ -444,4 +444,6 @@ def run(
         record = run_cell(cell, bundles[cell.dataset], ctx)
         if record is not None:
             written.append(record)
+    if ctx.world > 1:
+        dist.destroy_process_group()
     return written

@@ -211,3 +211,31 @@ def test_stale_record_is_reported_not_skipped(tmp_path, capsys):
     assert "another recipe" in capsys.readouterr().err
     assert main([*args, "--force"]) == 0
     assert json.loads(path.read_text())["recipe"]["epochs"] == record["recipe"]["epochs"] - 1
+
+
+def test_torchrun_ddp_two_processes(tmp_path):
+    """Under torchrun each process joins the group (gloo on CPU), DDP trains, rank 0 alone writes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        "-m",
+        "benchmarks",
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = load_records(tmp_path)
+    assert record["world_size"] == 2 and record["method"] == "twn" and 0 <= record["metrics"]["top1"] <= 100
+    assert not list((tmp_path / "table2" / "smoke" / ".ckpt").glob("*.pt"))
