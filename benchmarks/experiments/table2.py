@@ -38,7 +38,7 @@ SETUPS = {
             loss="squared_hinge",
         ),
         trials=5,
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
     ),
     "smoke": Setup(
         {"vgg_like": "vgg_like_narrow"},
