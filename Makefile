@@ -33,7 +33,7 @@ CLASSIFICATION_TABLES := table1 table2 table3 delta
 $(CLASSIFICATION_TABLES): setup
 	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN))
-	$(VPY) -m tables.render $@ --scale $(SCALE)
+	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
 
 .PHONY: robustness
 # Accuracy vs test-time noise and vs ADC bits (docs/beyond.md); figures/out/robustness*.png/.pdf

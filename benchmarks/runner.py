@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import itertools
+import json
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ from benchmarks.results import (
     is_finished,
     load_checkpoint,
     now_iso,
+    record_path,
     save_checkpoint,
     write_record,
 )
@@ -151,10 +153,12 @@ def train(
     quantized: bool,
     desc: str,
     max_batches: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists.
 
-    Returns {"resumed_from_epoch", "train_time_s"} (time summed over interrupted runs).
+    `extra` is stored in every checkpoint and comes back from a resumed one. Returns
+    {"resumed_from_epoch", "train_time_s", "extra"} (time summed over interrupted runs).
     """
     optimizer = make_optimizer(recipe, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule.factor)
@@ -164,7 +168,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, elapsed = state["epoch"], state["train_time_s"]
+        start, elapsed, extra = state["epoch"], state["train_time_s"], state["extra"]
     net: nn.Module = model
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -206,9 +210,10 @@ def train(
                     "train_time_s": elapsed,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "extra": extra,
                 },
             )
-    return {"resumed_from_epoch": start, "train_time_s": elapsed}
+    return {"resumed_from_epoch": start, "train_time_s": elapsed, "extra": extra}
 
 
 @torch.no_grad()
@@ -318,6 +323,12 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
     if config.adc_bits is not None:
         calibrate_adc(model, calibration_batches(data, ctx))
     ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+    # Accuracy right after conversion, before fine-tuning: the quantizer alone (post-training quantization).
+    ptq = (
+        None
+        if ckpt.is_file() or not ctx.main
+        else accuracy(model.eval(), data.test, ctx, cell.max_batches and 1)
+    )
     trained = train(
         model,
         cell.recipe,
@@ -328,6 +339,7 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         quantized=True,
         desc=cell.id,
         max_batches=cell.max_batches,
+        extra={"ptq": ptq},
     )
     if not ctx.main:
         _barrier(ctx)
@@ -347,6 +359,8 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         metrics[f"gap_{k}"] = fp_metrics[k] - result.mean[k]
         if draws > 1:
             metrics[f"{k}_std"] = metrics[f"gap_{k}_std"] = result.std[k]
+        metrics[f"ptq_{k}"] = trained["extra"]["ptq"][k]
+        metrics[f"gap_ptq_{k}"] = fp_metrics[k] - metrics[f"ptq_{k}"]
     for delta, bits in cell.sweep:  # robustness curves: the same trained model, other test conditions
         adc = bits if bits is not None else config.adc_bits
         set_adc(model, adc)
@@ -379,6 +393,24 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
 
 
 # ---------------------------------------------------------------- an experiment
+def check_finished_match(ctx: Context, done: list[Cell]) -> None:
+    """A finished record made with another recipe or dataset is stale: say so instead of skipping it."""
+    for cell in done:
+        path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+        with open(path) as f:
+            record = json.load(f)
+        declared = {
+            "recipe": json.loads(json.dumps(asdict(cell.recipe))),
+            "model": cell.model,
+            "dataset": cell.dataset,
+        }
+        if any(record.get(key) != value for key, value in declared.items()):
+            raise SetupError(
+                f"{path} was made with another recipe/model/dataset than {cell.id} now declares: "
+                "delete it or pass --force to recompute"
+            )
+
+
 def load_plugin(name: str) -> None:
     """Import a user module (e.g. one that registers a quantizer); the working directory is importable."""
     if os.getcwd() not in sys.path:
@@ -418,6 +450,8 @@ def run(
     ctx = Context(scale, Path(results), data_root, Path(weights) if weights else None, force, progress)
     init_distributed(ctx)
     pending = [c for c in todo if force or not is_finished(ctx.results, c.experiment, scale, c.id)]
+    if not force:
+        check_finished_match(ctx, [c for c in todo if c not in pending])
     # Every input is checked before the first cell trains: no half-run table because of a missing file.
     bundles = {name: load_data(name, data_root) for name in sorted({c.dataset for c in pending})}
     for cell in pending:
@@ -434,4 +468,6 @@ def run(
         record = run_cell(cell, bundles[cell.dataset], ctx)
         if record is not None:
             written.append(record)
+    if ctx.world > 1:
+        dist.destroy_process_group()
     return written

@@ -4,7 +4,7 @@ A table is described by a `TableSpec` (rows and columns that select records by f
 measured number is printed with its scale and count (draws or seeds), every paper number is printed in a
 column marked "paper (quoted)". Renderers read only the store; they never train.
 
-    python -m tables.render table3 --scale proxy [--results results] [--out tables/out]
+    python -m tables.render table3 [table3_ptq ...] --scale proxy [--results results] [--out tables/out]
 
 Specs live in `tables/specs/<name>.py` as a module-level `SPEC`; reference numbers in
 `tables/reference/<name>.csv` with columns `row,column,value` (the value as printed in the paper).
@@ -291,13 +291,14 @@ def render(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tables.render", description=__doc__.splitlines()[0])
-    parser.add_argument("table", help="spec name, e.g. table3 (tables/specs/table3.py)")
+    parser.add_argument("tables", nargs="+", help="spec names, e.g. table3 (tables/specs/table3.py)")
     parser.add_argument("--scale", default="proxy", choices=["smoke", "proxy", "paper"])
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default=str(HERE / "out"))
     args = parser.parse_args(argv)
-    for path in render(load_spec(args.table), args.scale, args.results, args.out):
-        print(f"wrote {path}")
+    for name in args.tables:
+        for path in render(load_spec(name), args.scale, args.results, args.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -187,3 +187,55 @@ def test_paper_recipe_builds(table, tmp_path):
     )
     if data.input_size == 32:  # the 224-px ResNets are only built; a CIFAR batch also runs forward
         assert model.eval()(x[:2]).shape == (2, data.num_classes)
+
+
+def test_stale_record_is_reported_not_skipped(tmp_path, capsys):
+    args = [
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    (path,) = (tmp_path / "table2" / "smoke").glob("*.json")
+    record = json.loads(path.read_text())
+    record["recipe"]["epochs"] += 1
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "another recipe" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert json.loads(path.read_text())["recipe"]["epochs"] == record["recipe"]["epochs"] - 1
+
+
+def test_torchrun_ddp_two_processes(tmp_path):
+    """Under torchrun each process joins the group (gloo on CPU), DDP trains, rank 0 alone writes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        "-m",
+        "benchmarks",
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = load_records(tmp_path)
+    assert record["world_size"] == 2 and record["method"] == "twn" and 0 <= record["metrics"]["top1"] <= 100
+    assert not list((tmp_path / "table2" / "smoke" / ".ckpt").glob("*.pt"))

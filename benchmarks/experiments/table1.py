@@ -26,7 +26,7 @@ SETUPS = {
     "paper": Setup({"resnet20": "resnet20"}, "cifar10", PAPER, fp_recipe=HE_2016, trials=10),
     "proxy": Setup(
         {"resnet20": "resnet20_narrow"},
-        "digits16",
+        "digits16-noise30",
         Recipe(
             epochs=6,
             batch_size=64,

@@ -19,7 +19,7 @@ SETUPS = {
     ),
     "proxy": Setup(
         {"vgg_like": "vgg_like_narrow"},
-        "digits16",
+        "digits16-noise30",
         Recipe(
             epochs=8,
             batch_size=50,
@@ -38,7 +38,7 @@ SETUPS = {
             loss="squared_hinge",
         ),
         trials=5,
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
     ),
     "smoke": Setup(
         {"vgg_like": "vgg_like_narrow"},

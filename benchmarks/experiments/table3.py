@@ -21,7 +21,7 @@ SETUPS = {
     "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
     "proxy": Setup(
         {"resnet18b": "resnet18b_narrow", "resnet50b": "resnet50b_narrow"},
-        "digits16",
+        "digits16-noise30",
         PROXY,
         PROXY_FP,
         trials=5,
