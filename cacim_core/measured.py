@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .device import ConductanceMap
+
 PAIR_HEADER = ("target", "measured")
 MIN_SAMPLES_PER_LEVEL = 2
 
@@ -99,6 +101,24 @@ class MeasuredConductances:
         u = torch.rand(targets_uS.shape, generator=generator, device=device, dtype=torch.float64).cpu()
         pick = offsets[level] + (u * counts[level]).long().clamp_max(counts[level] - 1)
         return pool[pick].to(targets_uS.device, targets_uS.dtype)
+
+
+@dataclass(frozen=True)
+class MeasuredNoise:
+    """A noise model `(wq, generator) -> noise` from measurements: `QuantConfig(noise_fn=MeasuredNoise(m))`.
+
+    Programs the layer's quantized weights onto differential conductances (section 4.4: G = wq / max|wq| *
+    scale), adds a measured conductance error drawn for each device pair, and returns the error in weight
+    units. Inside `weight_noise(...)` each draw is one programmed chip.
+    """
+
+    conductances: MeasuredConductances
+    device: ConductanceMap = ConductanceMap()
+
+    def __call__(self, wq: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        w_max = wq.detach().abs().max()
+        g = self.device.differential(wq.detach(), w_max)
+        return self.conductances.sample_deviation(g, generator) / self.device.scale * w_max
 
 
 def _is_pair_header(header: list[str]) -> bool:

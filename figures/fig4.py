@@ -60,7 +60,7 @@ def layer_conductances(layer: Layer, levels: int = LEVELS) -> Tensor:
     quantizer = quantizers.build("lloyd", levels=levels)
     with torch.no_grad():
         quantizer.fit(layer.weight)
-        return ConductanceMap().to_conductance(quantizer(layer.weight)).flatten().double()
+        return ConductanceMap().differential(quantizer(layer.weight)).flatten().double()
 
 
 def weight_type(record: dict) -> str | None:

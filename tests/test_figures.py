@@ -15,7 +15,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from cacim_core.measured import MeasuredConductances  # noqa: E402
+from cacim_core import QuantConfig, quantize_model, weight_noise  # noqa: E402
+from cacim_core.device import ConductanceMap  # noqa: E402
+from cacim_core.measured import MeasuredConductances, MeasuredNoise  # noqa: E402
 from figures import __main__ as cli  # noqa: E402
 from figures import fig2, fig3, fig4  # noqa: E402
 from figures.context import DEFAULT_CONDUCTANCES, Context  # noqa: E402
@@ -181,7 +183,7 @@ def test_cli_names_missing_inputs_and_their_make_target(
     out = tmp_path / "out"
     assert cli.main(["fig3", "--results", str(tmp_path / "empty"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "make table3" in err and "make table4" in err and "not drawn" in err
+    assert "make fig3-results" in err and "make table4" in err and "not drawn" in err
     assert not out.exists()
 
 
@@ -257,3 +259,33 @@ def test_example_file_is_reproducible_and_has_the_papers_statistics(tmp_path: Pa
     assert measured.targets.tolist() == list(make_example_conductances.TARGETS_US)
     assert measured.std.tolist() == pytest.approx([0.32] * 4, abs=0.04)
     assert fig4.is_generated(DEFAULT_CONDUCTANCES)
+
+
+def test_measured_noise_plugs_into_quantize_model(tmp_path: Path) -> None:
+    path = tmp_path / "g.csv"
+    levels = ",".join(f"{g:g}" for g in (-15.75, -5.0, 5.0, 15.75))
+    path.write_text(levels + "\n" + "\n".join(["-15.25,-4.5,5.5,16.25"] * 3) + "\n")  # every device +0.5 uS
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    noise = MeasuredNoise(MeasuredConductances.from_csv(path))
+    quantize_model(model, QuantConfig(method="lloyd", levels=4, noise_fn=noise))
+    model.eval()
+    clean = model[0].weight.detach().clone()
+    with weight_noise(model, seed=0):
+        noisy = model[0].weight.detach().clone()
+    expected = 0.5 / ConductanceMap().scale * clean.abs().max()
+    assert torch.allclose(noisy - clean, torch.full_like(clean, expected.item()), atol=1e-6)
+
+
+def test_fig3_plugin_adds_the_noisy_cells_table3_and_delta_lack() -> None:
+    experiments = pytest.importorskip("benchmarks.experiments", reason="classification runner not merged yet")
+    import figures.experiments  # noqa: F401  (registers the "fig3" experiment)
+
+    got = {
+        (c.arch, c.levels, c.noise_train, c.noise_eval, c.method) for c in experiments.cells("fig3", "smoke")
+    }
+    assert got == {
+        ("resnet18b", 8, 0.01, 0.01, "lloyd"),
+        ("resnet50b", 3, 0.01, 0.01, "lloyd"),
+        ("resnet50b", 4, 0.01, 0.01, "lloyd"),
+        ("resnet18b", 4, 0.02, 0.02, "lloyd"),
+    }
