@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
         "--checkpoint",
         type=Path,
         default=None,
-        help="state_dict .pt for Figures 2 and 4(a) (default: newest under results/ or .cache/)",
+        help="state_dict .pt for Figures 2 and 4(a) (default: newest float model in --results)",
     )
     parser.add_argument(
         "--conductances",

@@ -68,7 +68,7 @@ def plot(layer: Layer, levels: int = LEVELS, methods: tuple[str, ...] = METHODS)
 
 
 def render(ctx: Context) -> Rendered:
-    layer = load_layer(ctx.checkpoint, "last")
+    layer = load_layer(ctx.checkpoint, "last", ctx.results, ctx.scale)
     missing = Missing()
     if layer.synthetic:
         missing.add("trained proxy checkpoint (Figure 2 used a synthetic layer)", "make table3")

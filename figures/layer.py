@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-#: Where a trained proxy model's checkpoint is looked for when the user names none (newest file wins).
-CHECKPOINT_GLOBS = ("results/**/*.pt", "results/**/*.pth", ".cache/**/*.pt", ".cache/**/*.pth")
+#: Where a trained model's checkpoint is looked for under the results store when the user names none: the
+#: runner's cached float models first (`<results>/_float/<scale>/<model>-....pt`), then any checkpoint.
+CHECKPOINT_GLOBS = ("_float/*/*.pt", "**/*.pt", "**/*.pth")
 SYNTHETIC_SEED = 0
 
 
@@ -24,13 +25,18 @@ class Layer:
     synthetic: bool
 
 
-def find_checkpoint(root: str | Path = ".") -> Path | None:
-    """The newest checkpoint in the usual places, preferring ResNet-18 ones (the paper's Figure 2 model)."""
+def find_checkpoint(root: str | Path = "results", scale: str = "proxy") -> Path | None:
+    """The newest float ResNet-18 checkpoint of `scale` if there is one (the paper's Figure 2 model)."""
     root = Path(root)
-    found = [path for pattern in CHECKPOINT_GLOBS for path in root.glob(pattern) if path.is_file()]
+    found = {path for pattern in CHECKPOINT_GLOBS for path in root.glob(pattern) if path.is_file()}
     if not found:
         return None
-    return max(found, key=lambda path: ("resnet18" in str(path).lower(), path.stat().st_mtime))
+
+    def preference(path: Path) -> tuple:
+        text = str(path.relative_to(root)).lower()
+        return ("_float" in text, f"/{scale}/" in text, "resnet18" in text, path.stat().st_mtime)
+
+    return max(found, key=preference)
 
 
 def state_dict_of(path: Path) -> dict[str, Tensor]:
@@ -79,16 +85,18 @@ def synthetic_layer(kind: str, seed: int = SYNTHETIC_SEED) -> Tensor:
     return torch.from_numpy(rng.standard_t(3.0, size=(64, 3, 7, 7)) * 0.08).float()
 
 
-def load_layer(checkpoint: str | Path | None, which: str, root: str | Path = ".") -> Layer:
+def load_layer(
+    checkpoint: str | Path | None, which: str, root: str | Path = "results", scale: str = "proxy"
+) -> Layer:
     """Weights of one layer; falls back to a synthetic layer with a message naming how to get a real one."""
-    path = Path(checkpoint) if checkpoint else find_checkpoint(root)
+    path = Path(checkpoint) if checkpoint else find_checkpoint(root, scale)
     if checkpoint and not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass an existing .pt file to --checkpoint"
         )
     if path is None:
         print(
-            f"note: no checkpoint found under {', '.join(CHECKPOINT_GLOBS)}; "
+            f"note: no checkpoint under {root}/ ({', '.join(CHECKPOINT_GLOBS)}); "
             f"using a synthetic {which} layer. Train the proxy model (`make table3`) "
             "or pass --checkpoint PATH for real weights.",
             file=sys.stderr,

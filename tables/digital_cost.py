@@ -12,7 +12,8 @@ For each quantizer and level count, fitted on one real layer (the Figure 2 layer
   and one table look-up per weight read.
 - analog CIM: one differential conductance pair per weight whatever the level values; no codebook.
 
-`python -m tables.digital_cost [--checkpoint PATH] [--out tables/out]` writes `digital_cost.md`.
+`python -m tables.digital_cost [--checkpoint PATH | --results DIR --scale S] [--out tables/out]` writes
+`digital_cost.md`.
 """
 
 from __future__ import annotations
@@ -177,13 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tables.digital_cost", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--checkpoint", type=Path, default=None, help="state_dict .pt (default: newest found)"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="state_dict .pt (default: newest float model in --results)",
     )
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
+    parser.add_argument("--scale", default="proxy", choices=["smoke", "proxy", "paper"])
     parser.add_argument("--layer", default="last", help="'first', 'last' or a weight name in the checkpoint")
     parser.add_argument("--out", type=Path, default=Path("tables/out"))
     args = parser.parse_args(argv)
     try:
-        layer = load_layer(args.checkpoint, args.layer)
+        layer = load_layer(args.checkpoint, args.layer, args.results, args.scale)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
