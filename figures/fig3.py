@@ -51,10 +51,11 @@ TABLE3_PAIRS = (
 )
 PAIRS = (
     *(
-        Pair(*model, levels, delta, other, rule, gap, "Table 3", "top1", CLASSIFICATION, "make fig3-results")
+        Pair(*model, levels, delta, other, rule, gap, "paper: Table 3, ImageNet", "top1",
+             CLASSIFICATION, "make fig3-results")
         for model, levels, delta, other, rule, gap in TABLE3_PAIRS
     ),
-    Pair("ssd", "SSD", 3, 0.01, "yang", "quantize", 1.5, "Table 4: 77.8 - 76.3", "mAP",
+    Pair("ssd", "SSD", 3, 0.01, "yang", "quantize", 1.5, "paper: Table 4, VOC07", "mAP",
          DETECTION, "make table4"),
 )
 # fmt: on
@@ -136,7 +137,7 @@ def plot(bars: list[Bar], scale: str) -> Figure:
     handles.append(
         Patch(facecolor="#CCCCCC", edgecolor="white", hatch=style.QUOTED_HATCH, label=style.QUOTED_LABEL)
     )
-    ax.legend(handles=handles, loc="lower right", frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     ax.set_title(
         f"Ours with weight noise vs others without noise\n(solid: measured at {scale} scale, "
         "error bars: std over noise draws; hatched: quoted from the paper)"

@@ -59,7 +59,7 @@ class Group:
     make_target: str
 
 
-SSD_TARGET = "an SSD fig4b spec for the OpenMMLab runner (not written yet: its hook needs MeasuredNoise)"
+SSD_TARGET = "no target yet: the OpenMMLab hook needs MeasuredNoise evaluation and an SSD fig4b spec"
 GROUPS = tuple(
     Group(family, f"{levels}L {label}", metric, levels, target)
     for family, label, metric, target in (
@@ -127,7 +127,7 @@ def plot_distribution(
         ax.axvline(level, color="black", linestyle=":", linewidth=0.7)
     ax.set_xlabel("differential conductance G = G+ - G- (uS)")
     ax.set_ylabel("number of weights")
-    ax.set_title(f"(a) {LEVELS}-level {source}; dotted: target G")
+    ax.set_title(f"(a) {LEVELS}-level Lloyd weights on conductances (dotted: targets)\n{source}", fontsize=8)
     ax.legend(loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
 
 
@@ -163,8 +163,13 @@ def plot_gaps(ax: Axes, table: dict[tuple[str, str], store.Gap | None], scale: s
             )
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(range(len(GROUPS)), [group.label for group in GROUPS])
-    ax.set_ylabel("top-1 accuracy or mAP gap (pp; lower is better)")
-    ax.set_title(f"(b) measured, {scale} scale; error bars: std over noise draws")
+    ax.set_xlim(-0.5, len(GROUPS) - 0.5)
+    ax.set_ylabel("top-1 or mAP gap (pp; lower is better)")
+    ax.set_title(f"(b) measured at {scale} scale\nerror bars: std over noise draws")
+    if all(found is None for found in table.values()):
+        ax.text(
+            0.5, 0.5, f"no {EXPERIMENT} records at {scale} scale yet", ha="center", transform=ax.transAxes
+        )
     handles = [Patch(color=style.WEIGHT_TYPE_COLORS[wtype.key], label=wtype.label) for wtype in WEIGHT_TYPES]
     ax.legend(handles=handles, loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
 
