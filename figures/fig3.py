@@ -68,6 +68,7 @@ class Bar:
     value: float | None
     std: float = 0.0
     quoted: bool = False
+    dataset: str | None = None
 
 
 def ours_bar(pair: Pair, records: list[dict]) -> Bar:
@@ -89,11 +90,11 @@ def ours_bar(pair: Pair, records: list[dict]) -> Bar:
     delta = float(record["noise_train"])
     if not exact:
         name = f"{pair.levels}L {pair.model_label} | Ours w/ {delta:.0%} noise (paper: {pair.noise:.0%})"
-    return Bar(name, "lloyd", found.value, found.std)
+    return Bar(name, "lloyd", found.value, found.std, dataset=record.get("dataset"))
 
 
-def other_bar(pair: Pair, records: list[dict]) -> Bar:
-    """The other method without noise: measured at this scale if present, else the paper's number (quoted)."""
+def other_bar(pair: Pair, records: list[dict], dataset: str | None) -> Bar:
+    """The other method without noise: measured on our bar's dataset if present, else the paper's (quoted)."""
     clean = [
         r
         for r in store.select(
@@ -102,6 +103,7 @@ def other_bar(pair: Pair, records: list[dict]) -> Bar:
         if r.get("experiment") in pair.experiments
         and not store.is_noise(r.get("noise_train"))
         and not store.is_noise(r.get("noise_eval"))
+        and (dataset is None or r.get("dataset") == dataset)  # a gap on other data is no comparison
     ]
     record = store.latest(clean)
     found = store.gap(record, pair.metric) if record else None
@@ -155,7 +157,7 @@ def render(ctx: Context) -> Rendered:
             missing.add(
                 f"{ctx.scale} record: lloyd {pair.levels}L {pair.model_label} with noise", pair.make_target
             )
-        bars += [ours, other_bar(pair, records)]
+        bars += [ours, other_bar(pair, records, ours.dataset)]
     if all(bar.value is None for bar in bars[::2]):
         return Rendered(None, missing)
     return Rendered(plot(bars, ctx.scale), missing)
