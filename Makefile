@@ -26,6 +26,15 @@ lint: setup
 bench: setup
 	$(VPY) -m benchmarks.bench
 
+# Classification tables (benchmarks/experiments/*.py), then their rendering (tables/out/<name>.md/.tex/.csv).
+# make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,uniform] [PLUGIN=my_module]
+CLASSIFICATION_TABLES := table1 table2 table3 delta
+.PHONY: $(CLASSIFICATION_TABLES)
+$(CLASSIFICATION_TABLES): setup
+	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN))
+	$(VPY) -m tables.render $@ --scale $(SCALE)
+
 # ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=)
 CHECKPOINT ?=
 CONDUCTANCES ?=
@@ -44,8 +53,7 @@ digital_cost: setup
 	$(VPY) -m tables.digital_cost --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 # the trained cells Figures 3 and 4(b) read (Table 3 and Table 4 cells come from `make table3 table4`)
-fig3-results: setup
-	$(VPY) -m benchmarks run delta $(RUN_ARGS)
+fig3-results: delta
 	$(VPY) -m benchmarks run fig3 $(RUN_ARGS)
 
 fig4b-results: setup
