@@ -40,3 +40,27 @@ $(CLASSIFICATION_TABLES): setup
 robustness: setup
 	$(VPY) -m benchmarks run robustness --scale $(SCALE) $(if $(DATA),--data $(DATA))
 	$(VPY) -m figures.robustness --scale $(SCALE)
+
+# ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=)
+CHECKPOINT ?=
+CONDUCTANCES ?=
+FIGURE_ARGS = --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+	$(if $(CONDUCTANCES),--conductances $(CONDUCTANCES))
+RUN_ARGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) --plugin figures.experiments
+.PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results
+
+figures: digital_cost
+	$(VPY) -m figures all $(FIGURE_ARGS)
+
+figure2 figure3 figure4: setup
+	$(VPY) -m figures $(subst figure,fig,$@) $(FIGURE_ARGS)
+
+digital_cost: setup
+	$(VPY) -m tables.digital_cost --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+# the trained cells Figures 3 and 4(b) read (Table 3 and Table 4 cells come from `make table3 table4`)
+fig3-results: delta
+	$(VPY) -m benchmarks run fig3 $(RUN_ARGS)
+
+fig4b-results: setup
+	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks run fig4b $(RUN_ARGS)
