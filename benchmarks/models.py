@@ -3,8 +3,8 @@
 Paper-scale names: ``resnet20`` (He et al. 2016, CIFAR, option-A shortcuts), ``vgg_like`` (Hou & Kwok 2018),
 ``resnet18b`` / ``resnet50b`` (torchvision ResNets). Proxy variants keep each architecture but narrow the
 widths so that the CPU can train them in minutes: ``resnet20_narrow``, ``vgg_like_narrow``,
-``resnet18b_narrow``, ``resnet50b_narrow``. Every model has its first layer named ``conv1`` (``features.0``
-for VGG) and its last ``fc``/``classifier`` as the last Conv/Linear in module order.
+``resnet18b_narrow``, ``resnet50b_narrow``. The first layer is the first Conv/Linear in module order and the
+classifier the last one, which is how the first/last-layer policies find them.
 """
 
 from __future__ import annotations
@@ -69,27 +69,32 @@ class CifarBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """3 stages x n BasicBlocks; depth = 6n + 2 (n = 3 gives ResNet-20)."""
+    """3 stages x n BasicBlocks; depth = 6n + 2 (n = 3 gives ResNet-20).
+
+    Module names follow akamaster/pytorch_resnet_cifar10 (conv1, layer1..3, linear), so its pretrained
+    ResNet-20 checkpoint loads as the paper-scale float model.
+    """
 
     def __init__(self, blocks_per_stage: int, widths: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        layers, in_planes = [], widths[0]
+        in_planes = widths[0]
         for stage, planes in enumerate(widths):
+            blocks = []
             for i in range(blocks_per_stage):
-                stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(CifarBlock(in_planes, planes, stride))
+                blocks.append(CifarBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1))
                 in_planes = planes
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(widths[-1], num_classes)
+            self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.linear = nn.Linear(widths[-1], num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
 @register_model("resnet20")

@@ -1,12 +1,7 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from cacim_core import quantizers
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # Every registered method with the level counts it supports.
 METHOD_LEVELS = [

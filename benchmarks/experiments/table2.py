@@ -1,0 +1,63 @@
+"""Table 2: Hou & Kwok's VGG-like net on CIFAR-10, ternary: Lloyd from scratch and fine-tuned, TWN, TTQ."""
+
+from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
+
+# Paper (as Hou & Kwok 2018): Adam, batch 50, lr 0.002 halved every 15 epochs, 200 epochs, T = 0.1,
+# squared hinge loss; mean ± std over five trials.
+PAPER = Recipe(
+    epochs=200,
+    batch_size=50,
+    lr=0.002,
+    optimizer="adam",
+    schedule=Schedule(every=(15, 15, 0.5)),
+    refit_threshold=0.1,
+    loss="squared_hinge",
+)
+SETUPS = {
+    "paper": Setup(
+        {"vgg_like": "vgg_like"}, "cifar10", PAPER, fp_recipe=PAPER, trials=10, seeds=(0, 1, 2, 3, 4)
+    ),
+    "proxy": Setup(
+        {"vgg_like": "vgg_like_narrow"},
+        "digits16",
+        Recipe(
+            epochs=8,
+            batch_size=50,
+            lr=0.002,
+            optimizer="adam",
+            schedule=Schedule(every=(3, 3, 0.5)),
+            refit_threshold=0.1,
+            loss="squared_hinge",
+        ),
+        fp_recipe=Recipe(
+            epochs=8,
+            batch_size=50,
+            lr=0.002,
+            optimizer="adam",
+            schedule=Schedule(every=(3, 3, 0.5)),
+            loss="squared_hinge",
+        ),
+        trials=5,
+        seeds=(0, 1, 2),
+    ),
+    "smoke": Setup(
+        {"vgg_like": "vgg_like_narrow"},
+        "digits8",
+        Recipe(epochs=1, batch_size=50, lr=0.002, optimizer="adam", loss="squared_hinge"),
+        fp_recipe=Recipe(epochs=1, batch_size=50, lr=0.002, optimizer="adam", loss="squared_hinge"),
+        trials=2,
+        seeds=(0, 1),
+        max_batches=4,
+    ),
+}
+# TWN is trained from scratch as in Li et al. (2016); TTQ fine-tunes a float model as in Zhu et al. (2016).
+ROWS = [
+    Row("lloyd", 3, init="scratch"),
+    Row("lloyd", 3, init="pretrained"),
+    Row("twn", 3, init="scratch", all_seeds=False),
+    Row("ttq", 3, init="pretrained", all_seeds=False),
+]
+
+
+def cells(scale: str) -> list[Cell]:
+    return expand("table2", SETUPS[scale], ROWS)

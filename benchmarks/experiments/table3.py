@@ -1,0 +1,55 @@
+"""Table 3: ResNet-18b / ResNet-50b on ImageNet at 3, 4, 8 levels; every layer quantized and the * variant."""
+
+from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
+
+# Paper: torchvision pretrained weights; SGD momentum 0.9, batch 64, weight decay 1e-4, up to 90 epochs;
+# lr 1e-4, 2e-5 at epoch 30, 4e-6 at epoch 40, then x0.5 every 5 epochs; T = 0.1.
+PAPER = Recipe(
+    epochs=90,
+    batch_size=64,
+    lr=1e-4,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule=Schedule(milestones=((30, 0.2), (40, 0.2)), every=(45, 5, 0.5)),
+    refit_threshold=0.1,
+)
+PROXY = Recipe(epochs=3, batch_size=64, lr=0.01, weight_decay=1e-4, schedule=Schedule(milestones=((2, 0.2),)))
+PROXY_FP = Recipe(
+    epochs=15, batch_size=64, lr=0.1, weight_decay=1e-4, schedule=Schedule(milestones=((8, 0.1), (12, 0.1)))
+)
+SETUPS = {
+    "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
+    "proxy": Setup(
+        {"resnet18b": "resnet18b_narrow", "resnet50b": "resnet50b_narrow"},
+        "digits16",
+        PROXY,
+        PROXY_FP,
+        trials=5,
+    ),
+    "smoke": Setup(
+        {"resnet18b": "resnet18b_narrow", "resnet50b": "resnet50b_narrow"},
+        "digits8",
+        Recipe(epochs=1, batch_size=64, lr=0.01),
+        Recipe(epochs=1, batch_size=64, lr=0.1),
+        trials=2,
+        max_batches=3,
+    ),
+}
+# Baselines where the paper quotes them and we implement the quantizer (same footnote policies).
+ROWS = [
+    *(
+        Row(method, levels, first_last)
+        for method in ("lloyd", "uniform", "log2")
+        for first_last in ("quantize", "fp")
+        for levels in (3, 4, 8)
+    ),
+    Row("ttq", 3, "fp", archs=("resnet18b",)),
+    Row("hefan", 3, "fp", archs=("resnet18b",)),
+    Row("hefan", 3),
+    Row("lqnet", 4, "fp"),
+    Row("lqnet", 8, "fp", archs=("resnet18b",)),
+]
+
+
+def cells(scale: str) -> list[Cell]:
+    return expand("table3", SETUPS[scale], ROWS)
