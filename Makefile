@@ -25,3 +25,12 @@ lint: setup
 
 bench: setup
 	$(VPY) -m benchmarks.bench
+
+# Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook). mmcv is built once per machine (cached wheel).
+.PHONY: openmmlab table4 table5
+openmmlab: setup
+	scripts/setup_openmmlab.sh $(VPY)
+
+table4 table5: openmmlab
+	$(VPY) -m benchmarks.openmmlab.run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA))
+	$(VPY) -m tables.render $@ --scale $(SCALE)

@@ -3,6 +3,8 @@ the SSDHead fix, and smoke runs of Tables 4 and 5 (SSD and PSPNet trained a few 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -125,3 +127,127 @@ def test_hook_rejects_patterns_that_match_nothing(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="no layer matched"):
         runner.test()
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    from benchmarks.openmmlab.voc_shapes import SMOKE, write_voc_shapes
+
+    root = tmp_path_factory.mktemp("voc")
+    write_voc_shapes(root, SMOKE)
+    return root
+
+
+def test_generated_voc_loads_in_mmdet_and_mmseg(voc_root) -> None:
+    _openmmlab()
+    import numpy as np
+    from mmdet.datasets import VOCDataset
+    from mmseg.datasets import PascalVOCDataset
+    from PIL import Image
+
+    from benchmarks.openmmlab.voc_shapes import SMOKE
+
+    det = VOCDataset(
+        data_root=str(voc_root / "VOCdevkit"),
+        ann_file="VOC2007/ImageSets/Main/trainval.txt",
+        data_prefix={"sub_data_root": "VOC2007/"},
+        pipeline=[],
+    )
+    assert len(det) == SMOKE.voc2007_trainval
+    assert det.metainfo["dataset_type"] == "VOC2007"
+    info = det.get_data_info(0)
+    image = np.asarray(Image.open(info["img_path"]))
+    assert image.shape[:2] == (info["height"], info["width"])
+    assert 1 <= len(info["instances"]) <= SMOKE.max_objects
+    for inst in info["instances"]:
+        x0, y0, x1, y1 = inst["bbox"]
+        assert 0 <= x0 < x1 <= info["width"] and 0 <= y0 < y1 <= info["height"]
+        assert 0 <= inst["bbox_label"] < SMOKE.num_classes
+
+    seg = PascalVOCDataset(
+        data_root=str(voc_root / "VOCdevkit/VOC2012"),
+        data_prefix={"img_path": "JPEGImages", "seg_map_path": "SegmentationClass"},
+        ann_file="ImageSets/Segmentation/val.txt",
+        pipeline=[{"type": "LoadAnnotations"}],
+    )
+    assert len(seg) == SMOKE.voc2012_seg_val
+    labels = seg[0]["gt_seg_map"]
+    assert set(np.unique(labels)) <= {0, 255, *range(1, SMOKE.num_classes + 1)}
+    assert (labels == 255).any() and (labels == 0).any()  # void borders and background, as in VOC
+
+
+def test_ssd_head_fixed_predicts() -> None:
+    _openmmlab()
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import benchmarks.openmmlab.modules  # noqa: F401  (registers SSDHeadFixed, SlimSSDVGG)
+    from benchmarks.openmmlab.run import CONFIGS
+
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / "ssd300_slim_vocshapes_cacim.py"))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    from mmdet.structures import DetDataSample
+
+    sample = DetDataSample(
+        metainfo={"img_shape": (160, 160), "ori_shape": (160, 160), "scale_factor": (1.0, 1.0)}
+    )
+    with torch.no_grad():
+        out = model.predict(torch.randn(1, 3, 160, 160), [sample])
+    assert out[0].pred_instances.bboxes.shape[1] == 4
+    assert (
+        len(out[0].pred_instances.scores)
+        == len(out[0].pred_instances.labels)
+        <= cfg.model.test_cfg.max_per_img
+    )
+
+    # The bug it works around (mmdetection #11063 / #11780): the packaged SSDHead cannot predict.
+    plain = MODELS.build({**cfg.model, "bbox_head": {**cfg.model.bbox_head, "type": "SSDHead"}}).eval()
+    with pytest.raises(AttributeError, match="loss_cls"), torch.no_grad():
+        plain.predict(torch.randn(1, 3, 160, 160), [sample])
+
+
+@pytest.mark.parametrize("table", ["table4", "table5"])
+def test_table_smoke_run_and_render(table, voc_root, tmp_path) -> None:
+    """SSD / PSPNet trained a few iterations (float, then each quantized cell with CacimHook), evaluated by
+    mmdet's VOCMetric / mmseg's IoUMetric on the generated VOC files, and rendered."""
+    _openmmlab()
+    from benchmarks.openmmlab.experiments import EXPERIMENTS
+    from benchmarks.openmmlab.run import run
+    from benchmarks.results import load_records
+    from tables.render import load_spec, render
+
+    exp = EXPERIMENTS[table]
+    results = tmp_path / "results"
+    run(table, "smoke", str(voc_root), results)
+    records = {r["cell"]: r for r in load_records(results, table, "smoke")}
+    assert set(records) == {"float"} | {c.id for c in exp.cells}
+    for record in records.values():
+        for name in exp.metrics:
+            assert 0.0 <= record["metrics"][name] <= 100.0
+    for cell in exp.cells:
+        record = records[cell.id]
+        assert record["levels"] == cell.levels and record["noise_train"] == cell.noise
+        assert record["refits"] and all(v >= 0 for v in record["refits"].values())
+        for name in exp.metrics:
+            fp = records["float"]["metrics"][name]
+            assert record["metrics"][f"fp_{name}"] == fp
+            assert record["metrics"][f"gap_{name}"] == pytest.approx(fp - record["metrics"][name])
+        if cell.noise > 0:
+            assert record["trials"] == exp.scales["smoke"].trials and record["noise_eval"] == cell.noise
+            assert record["metrics"][f"{name}_std"] >= 0
+    if table == "table4":  # backbone only, minus the first conv and the final 1x1 conv
+        layers = set(records[exp.cells[0].id]["refits"])
+        assert all(name.startswith("backbone.features.") for name in layers)
+        assert "backbone.features.0" not in layers and "backbone.features.33" not in layers
+        assert len(layers) == 13  # VGG16's 15 convs (13 + conv6 + conv7) minus the two kept float
+
+    # A second run finds every cell finished and trains nothing.
+    assert run(table, "smoke", str(voc_root), results) == []
+    paths = render(load_spec(table), "smoke", results, tmp_path / "out")
+    text = paths[0].read_text()
+    first = records[exp.cells[0].id]["metrics"][next(iter(exp.metrics))]
+    assert f"{first:.1f}" in text and "[smoke" in text
+    assert json.loads((results / table / "smoke" / "float.json").read_text())["method"] == "float"
