@@ -15,6 +15,9 @@ fi
 PY="$1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PINS=(mmcv==2.1.0 mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2)
+# mmengine 0.10.7 resolves `mmdet::`/`mmseg::` base configs with pkg_resources, which setuptools >= 81
+# removed; torch 2.14 needs setuptools >= 77.0.3. Both hold for:
+SETUPTOOLS="setuptools>=77.0.3,<81"
 
 installed() {
     "$PY" - "${PINS[@]}" <<'PYEOF'
@@ -29,7 +32,7 @@ for pin in sys.argv[1:]:
             sys.exit(1)
     except md.PackageNotFoundError:
         sys.exit(1)
-sys.exit(0 if importlib.util.find_spec("mmcv._ext") else 1)
+sys.exit(0 if importlib.util.find_spec("mmcv._ext") and importlib.util.find_spec("pkg_resources") else 1)
 PYEOF
 }
 
@@ -43,6 +46,6 @@ constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 printf '%s\n' "${PINS[@]}" > "$constraints"
 # ftfy and regex: imported by mmseg's tokenizer utilities, not declared by mmsegmentation.
-"$PY" -m pip install -q -c "$constraints" "$wheel" "${PINS[@]:1}" ftfy regex
+"$PY" -m pip install -q -c "$constraints" "$wheel" "${PINS[@]:1}" "$SETUPTOOLS" ftfy regex
 installed || { echo "setup_openmmlab.sh: the OpenMMLab stack did not install cleanly into $PY" >&2; exit 1; }
 echo "OpenMMLab stack installed (${PINS[*]})"
