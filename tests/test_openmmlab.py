@@ -143,6 +143,7 @@ def test_generated_voc_loads_in_mmdet_and_mmseg(voc_root) -> None:
     import numpy as np
     from mmdet.datasets import VOCDataset
     from mmseg.datasets import PascalVOCDataset
+    from mmseg.datasets.transforms import LoadAnnotations
     from PIL import Image
 
     from benchmarks.openmmlab.voc_shapes import SMOKE
@@ -168,7 +169,7 @@ def test_generated_voc_loads_in_mmdet_and_mmseg(voc_root) -> None:
         data_root=str(voc_root / "VOCdevkit/VOC2012"),
         data_prefix={"img_path": "JPEGImages", "seg_map_path": "SegmentationClass"},
         ann_file="ImageSets/Segmentation/val.txt",
-        pipeline=[{"type": "LoadAnnotations"}],
+        pipeline=[LoadAnnotations()],
     )
     assert len(seg) == SMOKE.voc2012_seg_val
     labels = seg[0]["gt_seg_map"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import numbers
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,8 @@ def _train_and_test(cfg, tta: bool) -> tuple[Any, dict[str, float]]:
     if tta:
         runner.model = MODELS.build({**cfg.tta_model, "module": runner.model})
     metrics = runner.test()
-    return runner, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    # numbers.Real: mmseg reports numpy float32, which is not a Python float.
+    return runner, {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}
 
 
 def _percent(exp: Experiment, metrics: dict[str, float], prefix: str = "") -> dict[str, float]:

@@ -16,6 +16,7 @@ A plain OpenMMLab config gains quantization with two lines, nothing forked:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,7 +121,7 @@ class CacimHook(Hook):
                 outputs = runner.model.test_step(data_batch)
                 loop.evaluator.process(data_samples=outputs, data_batch=data_batch)
         metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
-        return {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+        return {key: float(value) for key, value in metrics.items() if isinstance(value, numbers.Real)}
 
     def after_test_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
         if self.trials == 0 or self.eval_noise == 0:
