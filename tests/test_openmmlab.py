@@ -1,0 +1,254 @@
+"""OpenMMLab integration: CacimHook in a plain mmengine Runner, the generated VOC files in mmdet/mmseg,
+the SSDHead fix, and smoke runs of Tables 4 and 5 (SSD and PSPNet trained a few iterations with the hook)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+mmengine = pytest.importorskip(
+    "mmengine", reason="the openmmlab extra is not installed (scripts/setup_openmmlab.sh .venv/bin/python)"
+)
+
+from mmengine.evaluator import BaseMetric  # noqa: E402
+from mmengine.model import BaseModel  # noqa: E402
+from mmengine.registry import METRICS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from cacim_core import export, quantized_layers  # noqa: E402
+from cacim_core.integrations.mmengine import CacimHook  # noqa: E402
+
+
+def _openmmlab():
+    """mmdet + mmseg (they need mmcv with its compiled ops); skip with the reason when absent."""
+    try:
+        import mmdet  # noqa: F401
+        import mmseg  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"mmdet/mmseg not importable ({exc}); run scripts/setup_openmmlab.sh .venv/bin/python")
+
+
+class ToyClassifier(BaseModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2))
+
+    def forward(self, inputs, labels, mode="tensor"):
+        logits = self.net(torch.stack(inputs))
+        labels = torch.stack(labels)
+        if mode == "loss":
+            return {"loss": F.cross_entropy(logits, labels)}
+        return [{"logits": row, "label": label} for row, label in zip(logits, labels, strict=True)]
+
+
+@METRICS.register_module(force=True)
+class ToyMetric(BaseMetric):
+    """Accuracy and cross-entropy (the latter moves with every noise draw)."""
+
+    def process(self, data_batch, data_samples) -> None:
+        self.results += [(s["logits"], s["label"]) for s in data_samples]
+
+    def compute_metrics(self, results) -> dict[str, float]:
+        logits = torch.stack([r[0] for r in results])
+        labels = torch.stack([r[1] for r in results])
+        return {
+            "acc": float((logits.argmax(1) == labels).float().mean() * 100),
+            "ce": float(F.cross_entropy(logits, labels)),
+        }
+
+
+def _toy_data(n: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return [{"inputs": a, "labels": b} for a, b in zip(x, y, strict=True)]
+
+
+def _loader(data: list[dict], train: bool) -> dict:
+    # InfiniteSampler for training: mmengine's iteration loop sleeps 2 s at every epoch end otherwise.
+    sampler = (
+        {"type": "InfiniteSampler", "shuffle": True}
+        if train
+        else {"type": "DefaultSampler", "shuffle": False}
+    )
+    return {"dataset": data, "sampler": sampler, "batch_size": 16}
+
+
+def test_hook_quantizes_refits_and_tests_under_noise(tmp_path) -> None:
+    torch.manual_seed(0)
+    runner = Runner(
+        model=ToyClassifier(),
+        work_dir=str(tmp_path),
+        train_dataloader=_loader(_toy_data(256, 0), True),
+        train_cfg={"by_epoch": False, "max_iters": 40},
+        optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9}},
+        test_dataloader=_loader(_toy_data(128, 1), False),
+        test_evaluator={"type": "ToyMetric"},
+        test_cfg={},
+        default_hooks={"checkpoint": None, "logger": {"type": "LoggerHook", "interval": 1000}},
+        custom_hooks=[{"type": "CacimHook", "levels": 3, "noise": 0.05, "trials": 4, "exclude": ["net.4"]}],
+        randomness={"seed": 0},
+    )
+    runner.train()
+    layers = quantized_layers(runner.model)
+    assert [name for name, _, _ in layers] == ["net.0", "net.2"]
+    runner.model.eval()
+    for _, module, _ in layers:
+        assert module.weight.unique().numel() <= 3  # eval mode, no noise: ternary weights
+    metrics = runner.test()
+    hook = next(h for h in runner.hooks if isinstance(h, CacimHook))
+    assert metrics["acc"] > 80  # the task is linearly separable; the ternary net still learns it
+    assert {"noisy/acc", "noisy/acc_std", "noisy/ce", "noisy/ce_std"} <= metrics.keys()
+    assert metrics["noisy/ce_std"] > 0  # four different weight-noise draws
+    assert metrics["noisy/ce"] == pytest.approx(hook.noisy["mean"]["ce"])
+
+    # The noise-free test metric is exactly the metric of the exported (plain, quantized) weights.
+    plain = export(runner.model)
+    with torch.no_grad():
+        x = torch.stack([d["inputs"] for d in _toy_data(128, 1)])
+        y = torch.stack([d["labels"] for d in _toy_data(128, 1)])
+        ce = float(F.cross_entropy(plain.net(x), y))
+    assert metrics["ce"] == pytest.approx(ce, rel=1e-5)
+
+
+def test_hook_rejects_patterns_that_match_nothing(tmp_path) -> None:
+    runner = Runner(
+        model=ToyClassifier(),
+        work_dir=str(tmp_path),
+        test_dataloader=_loader(_toy_data(32, 1), False),
+        test_evaluator={"type": "ToyMetric"},
+        test_cfg={},
+        default_hooks={"checkpoint": None},
+        custom_hooks=[{"type": "CacimHook", "levels": 3, "include": ["backbone.*"]}],
+    )
+    with pytest.raises(ValueError, match="no layer matched"):
+        runner.test()
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    from benchmarks.openmmlab.voc_shapes import SMOKE, write_voc_shapes
+
+    root = tmp_path_factory.mktemp("voc")
+    write_voc_shapes(root, SMOKE)
+    return root
+
+
+def test_generated_voc_loads_in_mmdet_and_mmseg(voc_root) -> None:
+    _openmmlab()
+    import numpy as np
+    from mmdet.datasets import VOCDataset
+    from mmseg.datasets import PascalVOCDataset
+    from mmseg.datasets.transforms import LoadAnnotations
+    from PIL import Image
+
+    from benchmarks.openmmlab.voc_shapes import SMOKE
+
+    det = VOCDataset(
+        data_root=str(voc_root / "VOCdevkit"),
+        ann_file="VOC2007/ImageSets/Main/trainval.txt",
+        data_prefix={"sub_data_root": "VOC2007/"},
+        pipeline=[],
+    )
+    assert len(det) == SMOKE.voc2007_trainval
+    assert det.metainfo["dataset_type"] == "VOC2007"
+    info = det.get_data_info(0)
+    image = np.asarray(Image.open(info["img_path"]))
+    assert image.shape[:2] == (info["height"], info["width"])
+    assert 1 <= len(info["instances"]) <= SMOKE.max_objects
+    for inst in info["instances"]:
+        x0, y0, x1, y1 = inst["bbox"]
+        assert 0 <= x0 < x1 <= info["width"] and 0 <= y0 < y1 <= info["height"]
+        assert 0 <= inst["bbox_label"] < SMOKE.num_classes
+
+    seg = PascalVOCDataset(
+        data_root=str(voc_root / "VOCdevkit/VOC2012"),
+        data_prefix={"img_path": "JPEGImages", "seg_map_path": "SegmentationClass"},
+        ann_file="ImageSets/Segmentation/val.txt",
+        pipeline=[LoadAnnotations()],
+    )
+    assert len(seg) == SMOKE.voc2012_seg_val
+    labels = seg[0]["gt_seg_map"]
+    assert set(np.unique(labels)) <= {0, 255, *range(1, SMOKE.num_classes + 1)}
+    assert (labels == 255).any() and (labels == 0).any()  # void borders and background, as in VOC
+
+
+def test_ssd_head_fixed_predicts() -> None:
+    _openmmlab()
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import benchmarks.openmmlab.modules  # noqa: F401  (registers SSDHeadFixed, SlimSSDVGG)
+    from benchmarks.openmmlab.run import CONFIGS
+
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / "ssd300_slim_vocshapes_cacim.py"))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    from mmdet.structures import DetDataSample
+
+    sample = DetDataSample(
+        metainfo={"img_shape": (160, 160), "ori_shape": (160, 160), "scale_factor": (1.0, 1.0)}
+    )
+    with torch.no_grad():
+        out = model.predict(torch.randn(1, 3, 160, 160), [sample])
+    assert out[0].pred_instances.bboxes.shape[1] == 4
+    assert (
+        len(out[0].pred_instances.scores)
+        == len(out[0].pred_instances.labels)
+        <= cfg.model.test_cfg.max_per_img
+    )
+
+    # The bug it works around (mmdetection #11063 / #11780): the packaged SSDHead cannot predict.
+    plain = MODELS.build({**cfg.model, "bbox_head": {**cfg.model.bbox_head, "type": "SSDHead"}}).eval()
+    with pytest.raises(AttributeError, match="loss_cls"), torch.no_grad():
+        plain.predict(torch.randn(1, 3, 160, 160), [sample])
+
+
+@pytest.mark.parametrize("table", ["table4", "table5"])
+def test_table_smoke_run_and_render(table, voc_root, tmp_path) -> None:
+    """SSD / PSPNet trained a few iterations (float, then each quantized cell with CacimHook), evaluated by
+    mmdet's VOCMetric / mmseg's IoUMetric on the generated VOC files, and rendered."""
+    _openmmlab()
+    from benchmarks.openmmlab.experiments import EXPERIMENTS
+    from benchmarks.openmmlab.run import run
+    from benchmarks.results import load_records
+    from tables.render import load_spec, render
+
+    exp = EXPERIMENTS[table]
+    results = tmp_path / "results"
+    run(table, "smoke", str(voc_root), results)
+    records = {r["cell"]: r for r in load_records(results, table, "smoke")}
+    assert set(records) == {"float"} | {c.id for c in exp.cells}
+    for record in records.values():
+        for name in exp.metrics:
+            assert 0.0 <= record["metrics"][name] <= 100.0
+    for cell in exp.cells:
+        record = records[cell.id]
+        assert record["levels"] == cell.levels and record["noise_train"] == cell.noise
+        assert record["refits"] and all(v >= 0 for v in record["refits"].values())
+        for name in exp.metrics:
+            fp = records["float"]["metrics"][name]
+            assert record["metrics"][f"fp_{name}"] == fp
+            assert record["metrics"][f"gap_{name}"] == pytest.approx(fp - record["metrics"][name])
+        if cell.noise > 0:
+            assert record["trials"] == exp.scales["smoke"].trials and record["noise_eval"] == cell.noise
+            assert record["metrics"][f"{name}_std"] >= 0
+    if table == "table4":  # backbone only, minus the first conv and the final 1x1 conv
+        layers = set(records[exp.cells[0].id]["refits"])
+        assert all(name.startswith("backbone.features.") for name in layers)
+        assert "backbone.features.0" not in layers and "backbone.features.33" not in layers
+        assert len(layers) == 13  # VGG16's 15 convs (13 + conv6 + conv7) minus the two kept float
+
+    # A second run finds every cell finished and trains nothing.
+    assert run(table, "smoke", str(voc_root), results) == []
+    paths = render(load_spec(table), "smoke", results, tmp_path / "out")
+    text = paths[0].read_text()
+    first = records[exp.cells[0].id]["metrics"][next(iter(exp.metrics))]
+    assert f"{first:.1f}" in text and "[smoke" in text
+    assert json.loads((results / table / "smoke" / "float.json").read_text())["method"] == "float"
