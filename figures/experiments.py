@@ -14,7 +14,6 @@ import os
 
 from benchmarks.experiments import Cell, Row, cells, expand, register_experiment
 from benchmarks.experiments.table3 import SETUPS
-
 from figures.context import DEFAULT_CONDUCTANCES
 from figures.fig3 import CLASSIFICATION, PAIRS
 from figures.fig4 import SIMULATED_DELTA
