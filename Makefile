@@ -43,7 +43,7 @@ $(CLASSIFICATION_TABLES): setup
 	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
 
 .PHONY: robustness
-# Accuracy vs test-time noise and vs ADC bits (docs/beyond.md); figures/out/robustness*.png/.pdf
+# Accuracy vs test-time noise and vs ADC bits (README: Beyond the paper); figures/out/robustness*.png/.pdf
 robustness: setup
 	$(VPY) -m benchmarks run robustness --scale $(SCALE) $(if $(DATA),--data $(DATA))
 	$(VPY) -m figures.robustness --scale $(SCALE)

@@ -1,7 +1,15 @@
-import pytest
-import torch
+import os
 
-from cacim_core import quantizers
+# One thread per process: the suite runs subprocesses (SIGKILL/resume, torchrun with 2 ranks) on a 2-core
+# machine, where torch's default of one thread per core oversubscribes and runs up to 40x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cacim_core import quantizers  # noqa: E402
+
+torch.set_num_threads(1)
 
 # Every registered method with the level counts it supports.
 METHOD_LEVELS = [
