@@ -41,6 +41,7 @@ from benchmarks.results import (
 )
 from cacim_core import QuantConfig, noisy_evaluate, quantize_model, quantizers, refit_check, refit_counts
 from cacim_core.device import calibrate_adc, set_adc
+from cacim_core.measured import MeasuredConductances, MeasuredNoise
 from cacim_core.training import ha_sgd_backward
 
 # File names a user may supply for the paper-scale float models (torchvision's and akamaster's names too).
@@ -319,6 +320,10 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         refit_threshold=cell.recipe.refit_threshold,
         **dict(cell.options),
     )
+    # Figure 4(b): evaluate on measured conductances; read the file before training, so a bad one fails fast
+    measured = None
+    if cell.noise_eval_file:
+        measured = MeasuredNoise(MeasuredConductances.from_csv(cell.noise_eval_file))
     quantize_model(model, config)
     if config.adc_bits is not None:
         calibrate_adc(model, calibration_batches(data, ctx))
@@ -351,13 +356,16 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
 
     if config.adc_bits is not None:
         calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
-    draws = cell.trials if cell.noise_eval > 0 else 1
-    result = noisy_evaluate(model, metric_fn, draws=draws, seed=cell.seed, delta=cell.noise_eval)
+    if measured is not None:
+        result = noisy_evaluate(model, metric_fn, draws=cell.trials, seed=cell.seed, noise_fn=measured)
+    else:
+        draws = cell.trials if cell.noise_eval > 0 else 1
+        result = noisy_evaluate(model, metric_fn, draws=draws, seed=cell.seed, delta=cell.noise_eval)
     metrics: dict[str, float] = {f"fp_{k}": v for k, v in fp_metrics.items()}
     for k in ("top1", "top5"):
         metrics[k] = result.mean[k]
         metrics[f"gap_{k}"] = fp_metrics[k] - result.mean[k]
-        if draws > 1:
+        if len(result.values[k]) > 1:
             metrics[f"{k}_std"] = metrics[f"gap_{k}_std"] = result.std[k]
         metrics[f"ptq_{k}"] = trained["extra"]["ptq"][k]
         metrics[f"gap_ptq_{k}"] = fp_metrics[k] - metrics[f"ptq_{k}"]
@@ -374,7 +382,7 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         **{k: v for k, v in asdict(cell).items() if k not in ("recipe", "fp_recipe", "max_batches")},
         "cell": cell.id,
         "scale": ctx.scale,
-        "trials": draws,
+        "trials": len(result.values["top1"]),
         "metrics": metrics,
         "refits": refit_counts(model),
         "dataset_fingerprint": data.fingerprint,

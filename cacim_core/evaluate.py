@@ -11,29 +11,38 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .convert import quantized_layers
+from .convert import NoiseFn, quantized_layers
 from .noise import GaussianNoise
 
 
 @contextlib.contextmanager
 def weight_noise(
-    model: nn.Module, delta: float | None = None, seed: int = 0, mean: float = 0.0
+    model: nn.Module,
+    delta: float | None = None,
+    seed: int = 0,
+    mean: float = 0.0,
+    noise_fn: NoiseFn | None = None,
 ) -> Iterator[nn.Module]:
     """Within the block, eval-mode forwards see one seeded noise sample per quantized layer.
 
     delta=None uses each layer's own noise model (none if it was trained without noise); a number replaces it
     on every analog layer with Gaussian noise of that relative std and relative mean shift `mean` (a device
     drift; e.g. to test a noise-free-trained model under 2% noise shifted by +1%); digital 8-bit layers
-    stay noise-free.
+    stay noise-free. `noise_fn` (e.g. `cacim_core.measured.MeasuredNoise`) replaces it the same way with
+    any noise model `(wq, generator) -> noise`.
     Each layer draws from its own generator seeded by (seed, layer index), so the draw does not depend on
     the order layers run in; the noisy weights are computed once and cached for the whole block.
     """
     if delta is None and mean != 0:
         raise ValueError("weight_noise: a mean shift needs delta (pass delta=0.0 for a pure shift)")
+    if noise_fn is not None and delta is not None:
+        raise ValueError("weight_noise: pass either delta (Gaussian) or noise_fn, not both")
     layers = quantized_layers(model)
     try:
         for index, (_, module, p) in enumerate(layers):
-            if delta is None:
+            if noise_fn is not None:
+                noise = noise_fn if p.analog else None
+            elif delta is None:
                 noise = p.noise
             else:
                 replacement = GaussianNoise(delta, mean)
@@ -62,15 +71,18 @@ def noisy_evaluate(
     seed: int = 0,
     delta: float | None = None,
     mean: float = 0.0,
+    noise_fn: NoiseFn | None = None,
 ) -> NoisyResult:
     """Mean and sample std (ddof=1) of metric_fn(model) over `draws` seeded noise draws, in eval mode.
 
-    delta and mean as in `weight_noise`. Without any active noise every draw is identical, so the metric is
-    computed once (std 0).
+    delta, mean and noise_fn as in `weight_noise`. Without any active noise every draw is identical, so the
+    metric is computed once (std 0).
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    if delta is None:
+    if noise_fn is not None:
+        noisy = True
+    elif delta is None:
         noisy = any(p.noise is not None for _, _, p in quantized_layers(model))
     else:
         noisy = GaussianNoise(delta, mean).active
@@ -80,7 +92,7 @@ def noisy_evaluate(
     try:
         with torch.no_grad():
             for draw in range(draws if noisy else 1):
-                with weight_noise(model, delta, seed + draw, mean):
+                with weight_noise(model, delta, seed + draw, mean, noise_fn):
                     out = metric_fn(model)
                 for key, value in (out if isinstance(out, dict) else {"value": out}).items():
                     values.setdefault(key, []).append(float(value))

@@ -3,8 +3,7 @@
 - fig3: our noisy Lloyd cells that Table 3 and the delta search lack (`make fig3-results`).
 - fig4b: ResNet-18b at 4 and 8 levels; A) NATS-trained, Gaussian-evaluated; B) NATS-trained, evaluated on
   the measured-conductance model; C) trained without noise, evaluated on it (`make fig4b-results`). B and C
-  need the runner to evaluate with `cacim_core.measured.MeasuredNoise` (a Cell field `noise_eval_file`);
-  until it has one, listing fig4b fails with a one-line error saying so.
+  are evaluated by the runner with `cacim_core.measured.MeasuredNoise` (Cell field `noise_eval_file`).
 """
 
 from __future__ import annotations
@@ -39,11 +38,6 @@ FIG4B_LEVELS = (4, 8)
 @register_experiment("fig4b")
 def fig4b_cells(scale: str) -> list[Cell]:
     """A, B and C of Figure 4(b) for ResNet-18b; the conductance file comes from $CONDUCTANCES if set."""
-    if "noise_eval_file" not in {field.name for field in dataclasses.fields(Cell)}:
-        raise ValueError(
-            "fig4b needs the runner to evaluate with measured conductances (Cell.noise_eval_file -> "
-            "cacim_core.measured.MeasuredNoise); that is not in benchmarks.runner yet"
-        )
     conductances = os.environ.get("CONDUCTANCES") or str(DEFAULT_CONDUCTANCES)
     setup = SETUPS[scale]
     rows = [

@@ -154,3 +154,26 @@ def test_quantizer_parameters_are_trained():
     model(torch.randn(4, 3, 8, 8)).pow(2).sum().backward()
     opt.step()
     assert any(not torch.equal(b, s) for b, s in zip(before, steps, strict=True))
+
+
+def test_eval_noise_fn_replaces_the_layer_noise():
+    model = quantize_model(small_net(), QuantConfig(levels=4)).eval()
+    x = torch.randn(2, 3, 8, 8)
+
+    def shift(wq, generator):
+        return torch.full_like(wq, 0.01)
+
+    with torch.no_grad():
+        clean = model(x)
+        with weight_noise(model, noise_fn=shift):
+            assert torch.equal(
+                model[2].weight, model[2].parametrizations.weight[0].clean(float_weight(model[2])) + 0.01
+            )
+            shifted = model(x)
+    assert not torch.equal(clean, shifted)
+    with pytest.raises(ValueError, match="either delta"):
+        with weight_noise(model, delta=0.02, noise_fn=shift):
+            pass
+    assert noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise_fn=shift).values["value"][
+        0
+    ] != float(clean.sum())

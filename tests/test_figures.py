@@ -318,3 +318,17 @@ def test_default_checkpoint_is_the_runners_cached_float_model(tmp_path: Path) ->
     assert torch.equal(load_layer(None, "first", results, "proxy").weight, float_state["conv1.weight"])
     with pytest.raises(ValueError, match="choose one of: conv1.weight, fc.weight"):
         load_layer(results / "_float/proxy/resnet18b_narrow-digits16-abc.pt", "layer4.weight")
+
+
+def test_fig4b_cells_evaluate_on_measured_conductances(tmp_path):
+    """A/B/C of Figure 4(b) at smoke scale through the runner: B and C use the measured-noise model."""
+    from benchmarks import runner
+
+    runner.load_plugin("figures.experiments")
+    runner.run("fig4b", "smoke", None, None, str(tmp_path), None, False, progress=False)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "fig4b" / "smoke").glob("*.json")]
+    measured = [r for r in records if r["noise_eval_file"]]
+    assert len(records) == 6 and len(measured) == 4
+    for r in measured:
+        assert r["trials"] > 1 and r["metrics"]["top1_std"] >= 0
+        assert r["metrics"]["gap_top1"] == pytest.approx(r["metrics"]["fp_top1"] - r["metrics"]["top1"])

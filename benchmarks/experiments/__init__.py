@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 SCALES = ("smoke", "proxy", "paper")
@@ -83,6 +84,7 @@ class Cell:
     max_batches: int | None = None
     options: tuple[tuple[str, Any], ...] = ()  # more QuantConfig fields by name, e.g. (("adc_bits", 6),)
     sweep: tuple[tuple[float, int | None], ...] = ()  # more evaluations: (test noise delta, ADC bits | None)
+    noise_eval_file: str = ""  # evaluate on measured conductances (cacim_core.measured) instead of Gaussian
 
     @property
     def id(self) -> str:
@@ -91,6 +93,8 @@ class Cell:
         if self.recipe.noise_samples != 1:
             extra += f"-L{self.recipe.noise_samples}e{self.recipe.epochs}"
         base = f"{self.arch}-{self.method}-{self.levels}L-{self.first_last}-{noise}-{self.init}-s{self.seed}"
+        if self.noise_eval_file:
+            extra += f"-measured={Path(self.noise_eval_file).stem}"
         return base + extra
 
 
