@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The OpenMMLab stack (Tables 4/5): mmcv is built from source once per machine and its wheel cached in
+# ~/.cache/cacim/wheels (about 10 min on 2 cores the first time; seconds after that).
+OMM_STAMP := $(VENV)/.openmmlab-installed
+$(OMM_STAMP): $(STAMP) scripts/setup_openmmlab.sh scripts/build_mmcv.sh
+	scripts/setup_openmmlab.sh $(VPY)
+	touch $(OMM_STAMP)
+
+setup: $(STAMP) $(OMM_STAMP)
 
 test: setup
 	$(VPY) -m pytest -q
@@ -26,10 +33,48 @@ lint: setup
 bench: setup
 	$(VPY) -m benchmarks.bench
 
+# Classification tables (benchmarks/experiments/*.py), then their rendering (tables/out/<name>.md/.tex/.csv).
+# make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,uniform] [PLUGIN=my_module]
+CLASSIFICATION_TABLES := table1 table2 table3 delta
+.PHONY: $(CLASSIFICATION_TABLES)
+$(CLASSIFICATION_TABLES): setup
+	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN))
+	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
+
+.PHONY: robustness
+# Accuracy vs test-time noise and vs ADC bits (docs/beyond.md); figures/out/robustness*.png/.pdf
+robustness: setup
+	$(VPY) -m benchmarks run robustness --scale $(SCALE) $(if $(DATA),--data $(DATA))
+	$(VPY) -m figures.robustness --scale $(SCALE)
+
+# ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=)
+CHECKPOINT ?=
+CONDUCTANCES ?=
+FIGURE_ARGS = --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+	$(if $(CONDUCTANCES),--conductances $(CONDUCTANCES))
+RUN_ARGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) --plugin figures.experiments
+.PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results
+
+figures: digital_cost
+	$(VPY) -m figures all $(FIGURE_ARGS)
+
+figure2 figure3 figure4: setup
+	$(VPY) -m figures $(subst figure,fig,$@) $(FIGURE_ARGS)
+
+digital_cost: setup
+	$(VPY) -m tables.digital_cost --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+# the trained cells Figures 3 and 4(b) read (Table 3 and Table 4 cells come from `make table3 table4`)
+fig3-results: delta
+	$(VPY) -m benchmarks run fig3 $(RUN_ARGS)
+
+fig4b-results: setup
+	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks run fig4b $(RUN_ARGS)
+
 # Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook). mmcv is built once per machine (cached wheel).
 .PHONY: openmmlab table4 table5
 openmmlab: setup
-	scripts/setup_openmmlab.sh $(VPY)
 
 table4 table5: openmmlab
 	$(VPY) -m benchmarks.openmmlab.run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
+import json
 import os
 import sys
 import time
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from benchmarks.data import DataBundle, TensorImages, load_data
-from benchmarks.experiments import Cell, Recipe, cells
+from benchmarks.experiments import Cell, Recipe, cells, sweep_key
 from benchmarks.models import build_model, load_weights
 from benchmarks.results import (
     checkpoint_path,
@@ -33,10 +35,13 @@ from benchmarks.results import (
     is_finished,
     load_checkpoint,
     now_iso,
+    record_path,
     save_checkpoint,
     write_record,
 )
 from cacim_core import QuantConfig, noisy_evaluate, quantize_model, quantizers, refit_check, refit_counts
+from cacim_core.device import calibrate_adc, set_adc
+from cacim_core.training import ha_sgd_backward
 
 # File names a user may supply for the paper-scale float models (torchvision's and akamaster's names too).
 WEIGHT_PATTERNS = {
@@ -148,10 +153,12 @@ def train(
     quantized: bool,
     desc: str,
     max_batches: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists.
 
-    Returns {"resumed_from_epoch", "train_time_s"} (time summed over interrupted runs).
+    `extra` is stored in every checkpoint and comes back from a resumed one. Returns
+    {"resumed_from_epoch", "train_time_s", "extra"} (time summed over interrupted runs).
     """
     optimizer = make_optimizer(recipe, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule.factor)
@@ -161,7 +168,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, elapsed = state["epoch"], state["train_time_s"]
+        start, elapsed, extra = state["epoch"], state["train_time_s"], state["extra"]
     net: nn.Module = model
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -183,13 +190,14 @@ def train(
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            loss = loss_fn(recipe.loss, net(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = ha_sgd_backward(
+                net, lambda m, x=x, y=y: loss_fn(recipe.loss, m(x), y), recipe.noise_samples
+            )
             optimizer.step()
             if quantized:
                 refit_check(model)
-            total, count = total + loss.item(), count + 1
+            total, count = total + loss, count + 1
         scheduler.step()
         elapsed += time.perf_counter() - t0
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -202,9 +210,10 @@ def train(
                     "train_time_s": elapsed,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "extra": extra,
                 },
             )
-    return {"resumed_from_epoch": start, "train_time_s": elapsed}
+    return {"resumed_from_epoch": start, "train_time_s": elapsed, "extra": extra}
 
 
 @torch.no_grad()
@@ -218,7 +227,8 @@ def accuracy(
         if max_batches is not None and i >= max_batches:
             break
         x, y = x.to(ctx.device), y.to(ctx.device)
-        top = model(x).topk(min(5, model_classes(model, x)), dim=1).indices
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == y[:, None]
         correct1 += int(hits[:, 0].sum())
         correct5 += int(hits.any(1).sum())
@@ -226,8 +236,10 @@ def accuracy(
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen}
 
 
-def model_classes(model: nn.Module, x: Tensor) -> int:
-    return int(model(x[:1]).shape[1])
+def calibration_batches(data: DataBundle, ctx: Context, batches: int = 4) -> list[Tensor]:
+    """The first training batches, unshuffled: where ADC ranges are calibrated (never the test set)."""
+    loader = DataLoader(data.train, 128, shuffle=False, num_workers=_workers(data.train))
+    return [x.to(ctx.device) for x, _ in itertools.islice(loader, batches)]
 
 
 # ---------------------------------------------------------------- the float model
@@ -241,17 +253,21 @@ def find_weights(ctx: Context, cell: Cell) -> Path | None:
     return None
 
 
+def missing_weights_message(ctx: Context, cell: Cell) -> str:
+    names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
+    where = ctx.weights or "DATA/weights"
+    return f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR, make ... WEIGHTS=DIR)"
+
+
 def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """The float model a cell starts from and its accuracy: a user-supplied file, else trained once, cached."""
+    """The float model a cell starts from and its accuracy: a user-supplied file, else trained and cached."""
     model = build_model(cell.model, data.num_classes, data.input_size)
     path = find_weights(ctx, cell)
     if path is not None:
         load_weights(model, path)
         key = f"{cell.model}-{cell.dataset}-file{fingerprint_files([path], hash_contents=False)}"
     elif cell.fp_recipe is None:
-        names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
-        where = ctx.weights or "DATA/weights"
-        raise SetupError(f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR)")
+        raise SetupError(missing_weights_message(ctx, cell))
     else:
         recipe_hash = hashlib.sha256(repr(cell.fp_recipe).encode()).hexdigest()[:8]
         key = f"{cell.model}-{cell.dataset}-{data.fingerprint}-{recipe_hash}"
@@ -277,7 +293,7 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     metrics: dict[str, float] = {}
     if ctx.main:
         model.eval()
-        metrics = accuracy(model, data.test, ctx)
+        metrics = accuracy(model, data.test, ctx, cell.max_batches and 1)
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         save_checkpoint(cache, {"model": state, "metrics": metrics, "source": str(path or "trained")})
         cache.with_suffix(".ckpt").unlink(missing_ok=True)
@@ -301,9 +317,18 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         noise=cell.noise_train,
         first_last=cell.first_last,
         refit_threshold=cell.recipe.refit_threshold,
+        **dict(cell.options),
     )
     quantize_model(model, config)
+    if config.adc_bits is not None:
+        calibrate_adc(model, calibration_batches(data, ctx))
     ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+    # Accuracy right after conversion, before fine-tuning: the quantizer alone (post-training quantization).
+    ptq = (
+        None
+        if ckpt.is_file() or not ctx.main
+        else accuracy(model.eval(), data.test, ctx, cell.max_batches and 1)
+    )
     trained = train(
         model,
         cell.recipe,
@@ -314,6 +339,7 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         quantized=True,
         desc=cell.id,
         max_batches=cell.max_batches,
+        extra={"ptq": ptq},
     )
     if not ctx.main:
         _barrier(ctx)
@@ -321,8 +347,10 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
     t0 = time.perf_counter()
 
     def metric_fn(m: nn.Module) -> dict[str, float]:
-        return accuracy(m, data.test, ctx)
+        return accuracy(m, data.test, ctx, cell.max_batches and 1)
 
+    if config.adc_bits is not None:
+        calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
     draws = cell.trials if cell.noise_eval > 0 else 1
     result = noisy_evaluate(model, metric_fn, draws=draws, seed=cell.seed, delta=cell.noise_eval)
     metrics: dict[str, float] = {f"fp_{k}": v for k, v in fp_metrics.items()}
@@ -331,6 +359,17 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
         metrics[f"gap_{k}"] = fp_metrics[k] - result.mean[k]
         if draws > 1:
             metrics[f"{k}_std"] = metrics[f"gap_{k}_std"] = result.std[k]
+        metrics[f"ptq_{k}"] = trained["extra"]["ptq"][k]
+        metrics[f"gap_ptq_{k}"] = fp_metrics[k] - metrics[f"ptq_{k}"]
+    for delta, bits in cell.sweep:  # robustness curves: the same trained model, other test conditions
+        adc = bits if bits is not None else config.adc_bits
+        set_adc(model, adc)
+        if adc is not None:
+            calibrate_adc(model, calibration_batches(data, ctx))
+        point = noisy_evaluate(model, metric_fn, cell.trials if delta > 0 else 1, cell.seed, delta)
+        for k in ("top1", "top5"):
+            metrics[sweep_key(k, delta, bits)] = point.mean[k]
+            metrics[sweep_key(f"{k}_std", delta, bits)] = point.std[k]
     record = {
         **{k: v for k, v in asdict(cell).items() if k not in ("recipe", "fp_recipe", "max_batches")},
         "cell": cell.id,
@@ -354,6 +393,24 @@ def run_cell(cell: Cell, data: DataBundle, ctx: Context) -> dict[str, Any] | Non
 
 
 # ---------------------------------------------------------------- an experiment
+def check_finished_match(ctx: Context, done: list[Cell]) -> None:
+    """A finished record made with another recipe or dataset is stale: say so instead of skipping it."""
+    for cell in done:
+        path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+        with open(path) as f:
+            record = json.load(f)
+        declared = {
+            "recipe": json.loads(json.dumps(asdict(cell.recipe))),
+            "model": cell.model,
+            "dataset": cell.dataset,
+        }
+        if any(record.get(key) != value for key, value in declared.items()):
+            raise SetupError(
+                f"{path} was made with another recipe/model/dataset than {cell.id} now declares: "
+                "delete it or pass --force to recompute"
+            )
+
+
 def load_plugin(name: str) -> None:
     """Import a user module (e.g. one that registers a quantizer); the working directory is importable."""
     if os.getcwd() not in sys.path:
@@ -392,19 +449,25 @@ def run(
         weights = data_root / "weights"
     ctx = Context(scale, Path(results), data_root, Path(weights) if weights else None, force, progress)
     init_distributed(ctx)
-    bundles: dict[str, DataBundle] = {}
-    written = []
     pending = [c for c in todo if force or not is_finished(ctx.results, c.experiment, scale, c.id)]
+    if not force:
+        check_finished_match(ctx, [c for c in todo if c not in pending])
+    # Every input is checked before the first cell trains: no half-run table because of a missing file.
+    bundles = {name: load_data(name, data_root) for name in sorted({c.dataset for c in pending})}
+    for cell in pending:
+        if cell.fp_recipe is None and find_weights(ctx, cell) is None:
+            raise SetupError(missing_weights_message(ctx, cell))
     if ctx.main:
         print(
             f"{experiment} [{scale}]: {len(todo)} cells, {len(todo) - len(pending)} already finished, "
             f"{len(pending)} to run",
             file=sys.stderr,
         )
+    written = []
     for cell in tqdm(pending, desc=f"{experiment} [{scale}]", disable=not (progress and ctx.main)):
-        if cell.dataset not in bundles:
-            bundles[cell.dataset] = load_data(cell.dataset, data_root)
         record = run_cell(cell, bundles[cell.dataset], ctx)
         if record is not None:
             written.append(record)
+    if ctx.world > 1:
+        dist.destroy_process_group()
     return written

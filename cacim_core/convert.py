@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from . import quantizers
+from .device import attach_adc
 from .noise import GaussianNoise
 
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -33,6 +35,10 @@ class QuantConfig:
     "fp" (*, first and last layer stay float) or "8bit" (+, 255-level uniform, noise-free digital layers).
     include/exclude: fnmatch patterns on module names. refit_threshold: Algorithm 1's T (None: never re-fit);
     projection: "ratio" (<Wq,W>/||Wq||^2, the default: exactly 1 right after a Lloyd fit) or "cosine".
+    adc_bits: digitise each analog layer's output with a b-bit ADC (`device.ADC`; calibrate its range with
+    `device.calibrate_adc` before use). bias_range_match: program a layer's bias as one more crossbar column,
+    [W b/s][x; s], quantized with the weights' levels and noise (`BiasColumn`). fold_bn: fold every
+    BatchNorm that directly follows a Conv/Linear into it (`fold_batchnorm`) before quantizing.
     """
 
     method: str = "lloyd"
@@ -46,6 +52,9 @@ class QuantConfig:
     quantizer_kwargs: dict = field(default_factory=dict)
     refit_threshold: float | None = 0.1
     projection: str = "ratio"
+    adc_bits: int | None = None
+    bias_range_match: bool = False
+    fold_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.first_last not in FIRST_LAST:
@@ -56,6 +65,8 @@ class QuantConfig:
             raise ValueError(f"noise is a relative std and must be >= 0, got {self.noise}")
         if self.method not in quantizers.names():
             raise KeyError(f"unknown quantizer {self.method!r}; registered: {', '.join(quantizers.names())}")
+        if self.adc_bits is not None and self.adc_bits < 2:
+            raise ValueError(f"adc_bits must be >= 2 (a signed ADC) or None, got {self.adc_bits}")
 
     def noise_model(self) -> NoiseFn | None:
         if self.noise_fn is not None:
@@ -65,19 +76,28 @@ class QuantConfig:
 
 
 class QuantizedWeight(nn.Module):
-    """The parametrization: W -> quantizer(W) (+ noise in training, or in eval inside `weight_noise`)."""
+    """The parametrization: W -> quantizer(W) (+ noise in training, or in eval inside `weight_noise`).
 
-    def __init__(self, quantizer: quantizers.Quantizer, noise: NoiseFn | None, config: QuantConfig) -> None:
+    analog: the layer sits on the crossbar (noise, ADC); False for the noise-free digital 8-bit end layers.
+    """
+
+    def __init__(
+        self, quantizer: quantizers.Quantizer, noise: NoiseFn | None, config: QuantConfig, analog: bool = True
+    ) -> None:
         super().__init__()
         self.quantizer = quantizer
         self.noise = noise
+        self.analog = analog
         self.refit_threshold = config.refit_threshold
         self.projection = config.projection
         self.register_buffer("refits", torch.zeros((), dtype=torch.long))
         self.eval_noise: tuple[NoiseFn | None, torch.Generator | None] | None = None
 
     def forward(self, w: Tensor) -> Tensor:
-        wq = self.quantizer(w)
+        return self.perturb(self.quantizer(w))
+
+    def perturb(self, wq: Tensor) -> Tensor:
+        """Add the device noise: fresh in training, the seeded draw inside `weight_noise`, else none."""
         if self.eval_noise is not None and not self.training:
             noise, generator = self.eval_noise
             return wq if noise is None else wq + noise(wq, generator)
@@ -96,6 +116,40 @@ class QuantizedWeight(nn.Module):
             self.quantizer.train(was_training)
 
 
+class BiasColumn(nn.Module):
+    """Bias range matching (the HA-SGD poster's eq.): W x + b = [W b/s][x; s], the bias as one more column.
+
+    s = max|b| / max|W| (fixed when the layer is converted, a constant input voltage) puts b/s in the weights'
+    range, so the bias column is quantized with the weights' levels and edges (straight-through gradient) and
+    carries the same device noise, relative to the largest quantized value of the whole [W b/s] array.
+    Simplification: the levels are fitted on W alone (the column is 1 of fan_in + 1 entries per row).
+    """
+
+    def __init__(self, layer: nn.Module, weight_param: QuantizedWeight) -> None:
+        super().__init__()
+        w, b = float_weight(layer).detach(), layer.bias.detach()
+        w_max, b_max = w.abs().max(), b.abs().max()
+        self.register_buffer("scale", (b_max / w_max) if w_max > 0 and b_max > 0 else torch.ones(()).to(w))
+        # plain references, not submodules: the layer owns both, and state_dict must not hold them twice
+        object.__setattr__(self, "layer", layer)
+        object.__setattr__(self, "weight_param", weight_param)
+
+    def _snap(self, x: Tensor) -> Tensor:
+        q = self.weight_param.quantizer
+        return q.levels.to(x)[torch.bucketize(x.detach(), q.edges.to(x))]
+
+    def forward(self, b: Tensor) -> Tensor:
+        x = b / self.scale
+        xq = self._snap(x) + (x - x.detach())
+        w = float_weight(self.layer).detach()
+        ends = self._snap(torch.stack([w.max(), w.min()]))  # max|Wq| of a monotone quantizer: 2 values
+        return self.weight_param.perturb(torch.cat([xq, ends]))[: len(b)] * self.scale
+
+    @torch.no_grad()
+    def clean(self, b: Tensor) -> Tensor:
+        return self._snap(b / self.scale) * self.scale
+
+
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -106,6 +160,8 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
         raise ValueError(
             "model is already quantized: call quantize_model once (export() gives plain weights)"
         )
+    if config.fold_bn:
+        fold_batchnorm(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
     if not layers:
         raise ValueError("model has no Conv or Linear layer to quantize")
@@ -118,15 +174,21 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
             continue
         if name in ends and config.first_last == "fp":
             continue
-        if name in ends and config.first_last == "8bit":
-            quantizer, noise = quantizers.build("uniform_maxabs", levels=255), None
-        else:
+        analog = not (name in ends and config.first_last == "8bit")
+        if analog:
             quantizer = quantizers.build(config.method, levels=config.levels, **config.quantizer_kwargs)
             noise = config.noise_model()
+        else:
+            quantizer, noise = quantizers.build("uniform_maxabs", levels=255), None
         weight = module.weight.detach()
         quantizer.to(device=weight.device, dtype=weight.dtype)
         quantizer.fit(weight)
-        parametrize.register_parametrization(module, "weight", QuantizedWeight(quantizer, noise, config))
+        param = QuantizedWeight(quantizer, noise, config, analog)
+        parametrize.register_parametrization(module, "weight", param)
+        if analog and config.bias_range_match and module.bias is not None:
+            parametrize.register_parametrization(module, "bias", BiasColumn(module, param))
+        if analog and config.adc_bits is not None:
+            attach_adc(module, config.adc_bits)
         selected += 1
     if selected == 0:
         raise ValueError("no layer matched: check QuantConfig.include/exclude against model.named_modules()")
@@ -154,6 +216,51 @@ def export(model: nn.Module) -> nn.Module:
     """Replace every parametrization by a plain weight holding the noise-free quantized values (in place)."""
     for _, module, p in quantized_layers(model):
         wq = p.clean(float_weight(module))
+        if parametrize.is_parametrized(module, "bias"):
+            bq = module.parametrizations.bias[0].clean(module.parametrizations.bias.original)
+            parametrize.remove_parametrizations(module, "bias", leave_parametrized=False)
+            module.bias.copy_(bq)
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
         module.weight.copy_(wq)
     return model
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
+    """Fold each BatchNorm fed only by a Conv/Linear output into that layer, in place (eval semantics).
+
+    W' = W * gamma / sqrt(var + eps) per output channel, b' = beta + (b - mean) * gamma / sqrt(var + eps); the
+    BatchNorm becomes nn.Identity, so CIM hardware needs no high-precision per-channel MAC after the array
+    (the MARS / SRAM-CIM motivation). Pairs are found on the torch.fx graph: a BN after a pooling or
+    activation is left alone. Returns the (layer, batchnorm) names that were folded.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # fx raises many types for untraceable Python control flow
+        raise ValueError(f"fold_batchnorm needs an fx-traceable model ({exc}); set fold_bn=False") from exc
+    modules = dict(model.named_modules())
+    folded = []
+    for node in graph.nodes:
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.track_running_stats:
+            continue
+        src = node.args[0]
+        layer = modules.get(src.target) if getattr(src, "op", None) == "call_module" else None
+        if not isinstance(layer, LAYER_TYPES) or len(src.users) != 1:
+            continue
+        if parametrize.is_parametrized(layer):
+            raise ValueError("fold_batchnorm must run before quantize_model (use QuantConfig.fold_bn=True)")
+        scale = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        factor = scale / torch.sqrt(bn.running_var + bn.eps)
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        layer.weight.mul_(factor.reshape(-1, *([1] * (layer.weight.dim() - 1))))
+        new_bias = shift + (bias - bn.running_mean) * factor
+        if layer.bias is None:
+            layer.bias = nn.Parameter(new_bias.to(layer.weight))
+        else:
+            layer.bias.copy_(new_bias)
+        parent, _, child = node.target.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+        folded.append((src.target, node.target))
+    return folded

@@ -1,6 +1,8 @@
-"""Algorithm 1 helpers: the projection test that decides when a layer's quantizer is re-fitted."""
+"""Training helpers: Algorithm 1's projection test (when to re-fit) and HA-SGD's averaged gradient."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -48,3 +50,24 @@ def refit_check(model: nn.Module, threshold: float | None = None) -> int:
 def refit_counts(model: nn.Module) -> dict[str, int]:
     """Re-fits per layer since quantize_model (the paper: from a pretrained model, usually none)."""
     return {name: int(p.refits) for name, _, p in quantized_layers(model)}
+
+
+def ha_sgd_backward(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], samples: int = 1) -> float:
+    """HA-SGD (the analog-NVM poster's Algorithm 1): accumulate into .grad the mean of `samples` gradients,
+    each through a fresh weight-noise draw, on one mini-batch; returns the mean loss.
+
+    Call between optimizer.zero_grad() and optimizer.step(); loss_fn(model) runs the forward on the batch.
+    samples=1 is plain NATS. It minimises E_noise[J(w + noise)] with a gradient whose noise variance shrinks
+    as 1/samples, at samples times the compute of a step. BatchNorm running statistics and LQ-Net's moving
+    basis see every forward, as they would in `samples` ordinary steps.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not model.training:
+        raise ValueError("ha_sgd_backward needs model.train(): eval-mode forwards draw no weight noise")
+    total = 0.0
+    for _ in range(samples):
+        loss = loss_fn(model)
+        (loss / samples).backward()
+        total += float(loss.detach())
+    return total / samples

@@ -4,7 +4,7 @@ A table is described by a `TableSpec` (rows and columns that select records by f
 measured number is printed with its scale and count (draws or seeds), every paper number is printed in a
 column marked "paper (quoted)". Renderers read only the store; they never train.
 
-    python -m tables.render table3 --scale proxy [--results results] [--out tables/out]
+    python -m tables.render table3 [table3_ptq ...] --scale proxy [--results results] [--out tables/out]
 
 Specs live in `tables/specs/<name>.py` as a module-level `SPEC`; reference numbers in
 `tables/reference/<name>.csv` with columns `row,column,value` (the value as printed in the paper).
@@ -20,7 +20,8 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ class TableSpec:
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = ()
     reference: str | None = None  # defaults to tables/reference/<name>.csv
+    # rows for a method the spec does not list (e.g. a plugin's quantizer): method -> rows
+    extra_rows: Callable[[str], tuple[Row, ...]] | None = None
+
+    def with_extra_rows(self, records: list[dict[str, Any]]) -> TableSpec:
+        """The spec plus rows for every measured method that no row lists."""
+        listed = {row.match.get("method") for row in self.rows if row.match}
+        extra = sorted({r["method"] for r in records} - listed)
+        if not extra or self.extra_rows is None:
+            return self
+        return replace(self, rows=self.rows + tuple(row for m in extra for row in self.extra_rows(m)))
 
 
 @dataclass
@@ -120,35 +131,20 @@ def build_rows(spec: TableSpec, records: list[dict[str, Any]], scale: str) -> li
         Path(spec.reference) if spec.reference else HERE / "reference" / f"{spec.name}.csv"
     )
     out = []
-    for row in spec.rows:
+    for index, row in enumerate(spec.rows):
         for col in spec.columns:
+            where = {"index": index, "row": row.label, "column": col.header}
             if col.static:
-                out.append(
-                    {
-                        "row": row.label,
-                        "column": col.header,
-                        "source": "label",
-                        "text": row.labels.get(col.header, ""),
-                    }
-                )
+                out.append({**where, "source": "label", "text": row.labels.get(col.header, "")})
                 continue
-            quoted = reference.get((row.label, col.header), MISSING)
-            out.append({"row": row.label, "column": col.header, "source": "quoted", "text": quoted})
+            out.append({**where, "source": "quoted", "text": reference.get((row.label, col.header), MISSING)})
             if row.match is None:
                 text, measured = "not implemented here", None
             else:
                 selected = [r for r in records if _matches(r, {**row.match, **col.match})]
                 measured = measure(selected, row.metrics or col.metrics, scale)
                 text = measured.text(col.digits) if measured else "not run"
-            out.append(
-                {
-                    "row": row.label,
-                    "column": col.header,
-                    "source": "measured",
-                    "text": text,
-                    "measured": measured,
-                }
-            )
+            out.append({**where, "source": "measured", "text": text, "measured": measured})
     return out
 
 
@@ -282,6 +278,7 @@ def render(
 ) -> list[Path]:
     """Write out/<name>.md, .tex and .csv; returns the paths written."""
     records = load_records(results, spec.experiment, scale)
+    spec = spec.with_extra_rows(records)
     cells = build_rows(spec, records, scale)
     used = [r for r in records if any(row.match is not None and _matches(r, row.match) for row in spec.rows)]
     out = Path(out)
@@ -294,13 +291,14 @@ def render(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tables.render", description=__doc__.splitlines()[0])
-    parser.add_argument("table", help="spec name, e.g. table3 (tables/specs/table3.py)")
+    parser.add_argument("tables", nargs="+", help="spec names, e.g. table3 (tables/specs/table3.py)")
     parser.add_argument("--scale", default="proxy", choices=["smoke", "proxy", "paper"])
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default=str(HERE / "out"))
     args = parser.parse_args(argv)
-    for path in render(load_spec(args.table), args.scale, args.results, args.out):
-        print(f"wrote {path}")
+    for name in args.tables:
+        for path in render(load_spec(name), args.scale, args.results, args.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -74,3 +74,12 @@ def test_wrong_weights_file_is_one_line_error(tmp_path):
     torch.save(build_model("resnet20_narrow", 10, 16).state_dict(), path)
     with pytest.raises(ValueError, match="does not match"):
         load_weights(build_model("resnet20", 10, 32), path)
+
+
+def test_noisy_digits_are_fixed_and_harder():
+    clean, noisy, again = load_data("digits16"), load_data("digits16-noise30"), load_data("digits16-noise30")
+    assert torch.equal(noisy.test.images, again.test.images) and noisy.fingerprint == again.fingerprint
+    assert noisy.fingerprint != clean.fingerprint
+    assert torch.equal(noisy.test.labels, clean.test.labels)
+    with pytest.raises(DatasetError, match="digits<size>"):
+        load_data("mnist")

@@ -56,6 +56,6 @@ def test_render_marks_quoted_and_measured(tmp_path):
 
 
 def test_all_specs_render_without_results(tmp_path):
-    for name in ("table1", "table2", "table3", "delta"):
+    for name in ("table1", "table2", "table3", "table3_ptq", "delta"):
         md, _, _ = render(load_spec(name), "smoke", tmp_path / "none", tmp_path / "out")
         assert "not run" in md.read_text()

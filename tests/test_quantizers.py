@@ -213,3 +213,17 @@ def test_apot_and_lqnet_level_sets():
         q.levels, torch.stack([-b[0] - b[1], b[0] - b[1], -b[0] + b[1], b[0] + b[1]]).sort()[0]
     )
     assert quantizers.distortion(x, q(x)) < quantizers.distortion(x, x.sign() * x.abs().mean())
+
+
+def test_readme_plugin_example_runs():
+    """The README's 'Adding a quantizer' snippet, verbatim, must keep working."""
+    text = open("README.md").read()
+    snippet = text.split("### Adding a quantizer")[1].split("```python")[1].split("```")[0]
+    snippet = snippet.replace('register("mine")', 'register("readme_mine")')
+    scope: dict = {}
+    exec(snippet, scope)
+    q = quantizers.build("readme_mine", levels=3)
+    w = torch.tensor([-2.0, 0.1, 1.0])
+    q.fit(w)
+    m = float(w.abs().mean())
+    assert torch.equal(q(w), torch.tensor([-m, 0.0, m]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 SCALES = ("smoke", "proxy", "paper")
 
@@ -47,6 +48,7 @@ class Recipe:
     schedule: Schedule = field(default_factory=Schedule)
     refit_threshold: float = 0.1  # Algorithm 1's T
     loss: str = "ce"  # ce | squared_hinge (Hou & Kwok's L2-SVM loss)
+    noise_samples: int = 1  # HA-SGD: gradient averaged over this many weight-noise draws per step (1: NATS)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Setup:
     fp_recipe: Recipe | None  # trains the float model when no file is supplied; None: the user supplies it
     trials: int  # noise draws at evaluation for noisy cells
     seeds: tuple[int, ...] = (0,)
-    max_batches: int | None = None  # cap on batches per epoch (smoke scale only)
+    max_batches: int | None = None  # smoke only: batches per training epoch; evaluation uses one batch
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,22 @@ class Cell:
     seed: int = 0
     trials: int = 1
     max_batches: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()  # more QuantConfig fields by name, e.g. (("adc_bits", 6),)
+    sweep: tuple[tuple[float, int | None], ...] = ()  # more evaluations: (test noise delta, ADC bits | None)
 
     @property
     def id(self) -> str:
         noise = f"n{self.noise_train * 100:g}" + (f"e{self.noise_eval * 100:g}" if self.noise_eval else "")
-        return f"{self.arch}-{self.method}-{self.levels}L-{self.first_last}-{noise}-{self.init}-s{self.seed}"
+        extra = "".join(f"-{k}={v}" for k, v in self.options)
+        if self.recipe.noise_samples != 1:
+            extra += f"-L{self.recipe.noise_samples}e{self.recipe.epochs}"
+        base = f"{self.arch}-{self.method}-{self.levels}L-{self.first_last}-{noise}-{self.init}-s{self.seed}"
+        return base + extra
+
+
+def sweep_key(metric: str, delta: float, adc_bits: int | None) -> str:
+    """Metric name of one sweep point in a record, e.g. top1@noise0.04 or top1_std@noise0.02/adc4."""
+    return f"{metric}@noise{delta:g}" + (f"/adc{adc_bits}" if adc_bits is not None else "")
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,7 @@ def expand(experiment: str, setup: Setup, rows: list[Row]) -> list[Cell]:
     return cells
 
 
-EXPERIMENTS = ("table1", "table2", "table3", "delta")
+EXPERIMENTS = ("table1", "table2", "table3", "delta", "robustness")
 _EXTRA: dict[str, Callable[[str], list[Cell]]] = {}
 
 

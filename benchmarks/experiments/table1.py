@@ -26,7 +26,7 @@ SETUPS = {
     "paper": Setup({"resnet20": "resnet20"}, "cifar10", PAPER, fp_recipe=HE_2016, trials=10),
     "proxy": Setup(
         {"resnet20": "resnet20_narrow"},
-        "digits16",
+        "digits16-noise30",
         Recipe(
             epochs=6,
             batch_size=64,
@@ -50,7 +50,7 @@ SETUPS = {
         Recipe(epochs=1, batch_size=64, lr=0.02, refit_threshold=1.5),
         fp_recipe=Recipe(epochs=2, batch_size=64, lr=0.1),
         trials=2,
-        max_batches=4,
+        max_batches=2,
     ),
 }
 # Footnote marks: TTQ * and LQ-Net * keep first/last float, APoT + uses 8-bit, the rest quantize all.

@@ -19,7 +19,7 @@ SETUPS = {
     ),
     "proxy": Setup(
         {"vgg_like": "vgg_like_narrow"},
-        "digits16",
+        "digits16-noise30",
         Recipe(
             epochs=8,
             batch_size=50,
@@ -38,7 +38,7 @@ SETUPS = {
             loss="squared_hinge",
         ),
         trials=5,
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
     ),
     "smoke": Setup(
         {"vgg_like": "vgg_like_narrow"},
@@ -47,7 +47,7 @@ SETUPS = {
         fp_recipe=Recipe(epochs=1, batch_size=50, lr=0.002, optimizer="adam", loss="squared_hinge"),
         trials=2,
         seeds=(0, 1),
-        max_batches=4,
+        max_batches=2,
     ),
 }
 # TWN is trained from scratch as in Li et al. (2016); TTQ fine-tunes a float model as in Zhu et al. (2016).

@@ -21,7 +21,7 @@ SETUPS = {
     "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
     "proxy": Setup(
         {"resnet18b": "resnet18b_narrow", "resnet50b": "resnet50b_narrow"},
-        "digits16",
+        "digits16-noise30",
         PROXY,
         PROXY_FP,
         trials=5,
@@ -32,7 +32,7 @@ SETUPS = {
         Recipe(epochs=1, batch_size=64, lr=0.01),
         Recipe(epochs=1, batch_size=64, lr=0.1),
         trials=2,
-        max_batches=3,
+        max_batches=2,
     ),
 }
 # Baselines where the paper quotes them and we implement the quantizer (same footnote policies).

@@ -1,4 +1,4 @@
-"""Multi-level baselines with learned parameters: LQ-Net, APoT and LSQ (weights only, one per layer)."""
+"""Multi-level baselines with learned parameters: LQ-Net, APoT, LSQ, LG-LSQ (weights only, one per layer)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Quantizer, check_finite, nearest, register
+from .grid import best_scale, uniform_grid
+from .lloyd import atoms
 
 
 @register("lqnet")
@@ -159,3 +161,65 @@ class LSQ(Quantizer):
         x = (w / step).clamp(-self.qn, self.qp)
         self._sync_levels()
         return (x.round().detach() + (x - x.detach())) * step
+
+
+def arctan_soft_round(x: Tensor, sharpness: float) -> Tensor:
+    """ASR: floor(x) + 1/2 + atan(a (x - floor(x) - 1/2)) / (2 atan(a / 2)).
+
+    Continuous, increasing by exactly 1 per unit (so its mean slope is STE's 1), slope > 0 everywhere (never a
+    zero gradient), steepest at the rounding thresholds; round(x) as a -> inf, the identity as a -> 0.
+    """
+    base = torch.floor(x.detach())
+    return base + 0.5 + torch.atan(sharpness * (x - base - 0.5)) / (2 * math.atan(sharpness / 2))
+
+
+@register("lglsq")
+class LGLSQ(Quantizer):
+    """LG-LSQ (Lin et al., arXiv 2202.09009, 2022) for weights: w^ = s * clip-round(w / s) on a symmetric
+    grid of v levels (integers for odd v, half-integers for even v, so 4 levels are s * {+-1/2, +-3/2}).
+
+    The paper's equations are not available here; this follows its abstract, and each part is our reading:
+    - ASR (arctangent soft round): the forward is the hard rounding; the backward uses the slope of
+      `arctan_soft_round` (sharpness a, default 4) instead of STE's 1, up to the outer cells' far edges
+      +-(Q + 1/2) s (so no weight that rounds to a level loses its gradient; LSQ cuts it at +-Q s), 0 beyond.
+    - SSG (scaling simulated gradient): the step's gradient is that of s * ASR(clip(w / s)) with the hard
+      value, i.e. round(x) - x ASR'(x) inside the range and +-Q beyond it (LSQ has round(x) - x), scaled
+      by LSQ's g = 1 / sqrt(N Q).
+    - MDE (minimise discretisation error): `fit` sets s to the minimiser of ||w - w^||^2 (a scan, as for
+      `uniform`), not LSQ's 2 mean|w| / sqrt(Q).
+    Simplifications: weights only (the paper also quantizes activations), one step per layer, fixed a.
+    """
+
+    custom_grad = True
+
+    def __init__(self, levels: int, sharpness: float = 4.0) -> None:
+        super().__init__(levels)
+        if sharpness <= 0:
+            raise ValueError(f"lglsq sharpness must be > 0, got {sharpness}")
+        self.half = (levels - 1) / 2
+        self.offset = 0.0 if levels % 2 else 0.5
+        self.sharpness = sharpness
+        self.step = nn.Parameter(torch.tensor(1.0))
+
+    @torch.no_grad()
+    def fit(self, w: Tensor) -> None:
+        check_finite(w)
+        cnt, s1, _ = atoms(w)
+        amax = float(w.detach().abs().max())
+        step = best_scale(cnt, s1 / cnt, uniform_grid(self.num_levels), top=amax / self.half) if amax else 1.0
+        self.step.fill_(step)
+        self._sync_levels()
+
+    def _sync_levels(self) -> None:
+        grid = torch.as_tensor(uniform_grid(self.num_levels), dtype=self.step.dtype, device=self.step.device)
+        self.set_levels(self.step.detach() * grid)
+
+    def quantize(self, w: Tensor) -> Tensor:
+        g = 1.0 / math.sqrt(w.numel() * self.half)
+        step = self.step.to(w)
+        step = step.detach() + (step * g - (step * g).detach())  # value: step; gradient: scaled by g
+        x = (w / step).clamp(-self.half - 0.5, self.half + 0.5) - self.offset
+        hard = torch.round(x.detach()).clamp(-self.half - self.offset, self.half - self.offset)
+        soft = arctan_soft_round(x, self.sharpness)
+        self._sync_levels()
+        return (hard + (soft - soft.detach()) + self.offset) * step

@@ -42,9 +42,10 @@ class TTQ(_Ternary):
 
     Threshold 0.05 * max|w| (as the official code, on the raw weights). Gradients as the paper: dL/dWp is the
     sum of g over the positive set, dL/dWn minus the sum over the negative set; the float weights get
-    g * Wp (resp. Wn) outside the zero band and g inside it. The paper's weights are normalised by max|W|,
-    so on raw weights the scaled gradient is g * Wp / max|W|. Simplification: Wp and Wn start at the mean of
-    the kept positive / negative weights (fine-tuning from a float model), not at 1.0.
+    g * Wp (resp. Wn) outside the zero band and g inside it. The paper learns Wp and Wn on weights normalised
+    by max|W|; here they are likewise kept in units of max|W| at fit (`unit`), which gives their updates the
+    paper's relative size (raw-unit scales took ~20x larger relative steps and diverged in fine-tuning).
+    Simplification: Wp and Wn start at the mean of the kept positive / negative weights, not at 1.0.
     """
 
     custom_grad = True
@@ -52,18 +53,20 @@ class TTQ(_Ternary):
     def __init__(self, levels: int = 3, threshold: float = 0.05) -> None:
         super().__init__(levels)
         self.threshold = threshold
-        self.wp = nn.Parameter(torch.tensor(1.0))
+        self.wp = nn.Parameter(torch.tensor(1.0))  # in units of max|W| at fit, like the paper's normalised W
         self.wn = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("unit", torch.tensor(1.0))
 
     def fit(self, w: Tensor) -> None:
         check_finite(w)
         with torch.no_grad():
             w = w.detach()
-            delta = self.threshold * w.abs().max()
+            amax = w.abs().max().clamp_min(1e-12)
+            delta = self.threshold * amax
             pos, neg = w[w > delta], -w[w < -delta]
-            fallback = w.abs().max().clamp_min(1e-12)
-            self.wp.fill_(pos.mean() if pos.numel() else fallback)
-            self.wn.fill_(neg.mean() if neg.numel() else fallback)
+            self.unit.fill_(amax)
+            self.wp.fill_(pos.mean() / amax if pos.numel() else 1.0)
+            self.wn.fill_(neg.mean() / amax if neg.numel() else 1.0)
         super().fit(w)
 
     def quantize(self, w: Tensor) -> Tensor:
@@ -71,9 +74,9 @@ class TTQ(_Ternary):
         delta = self.threshold * amax
         pos, neg = (w > delta).to(w), (w < -delta).to(w)
         wp, wn = self.wp.to(w), self.wn.to(w)
-        out = wp * pos - wn * neg
-        scale = (wp.detach() * pos + wn.detach() * neg) / amax + (1 - pos - neg)
-        self._record(wn, wp, -delta, delta)
+        out = self.unit.to(w) * (wp * pos - wn * neg)
+        scale = wp.detach() * pos + wn.detach() * neg + (1 - pos - neg)
+        self._record(self.unit.to(w) * wn, self.unit.to(w) * wp, -delta, delta)
         return out + (scale * w - (scale * w).detach())
 
 

@@ -40,6 +40,7 @@ SPEC = TableSpec(
             metrics=("fp_top1", "fp_top5"),
         ),
     ),
+    extra_rows=lambda m: (_row(f"{m} * (plugin)", m, "fp"), _row(f"{m} (plugin)", m)),
     notes=(
         "* first and last layer full precision; no mark: every layer quantized.",
         "Gap = FP - quantized accuracy (top-1/top-5), percentage points; negative: quantized beats float.",

@@ -1,0 +1,72 @@
+"""`python -m figures [fig2|fig3|fig4|all]`: draw the paper's figures from the results store; never trains."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from figures import fig2, fig3, fig4, style
+from figures.context import DEFAULT_CONDUCTANCES, Context, Rendered
+
+FIGURES: dict[str, Callable[[Context], Rendered]] = {
+    "fig2": fig2.render,
+    "fig3": fig3.render,
+    "fig4": fig4.render,
+}
+
+
+def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
+    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
+    parser.add_argument("figure", nargs="?", default="all", choices=[*FIGURES, "all"])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
+    parser.add_argument("--out", type=Path, default=Path("figures/out"), help="where PNG and PDF files go")
+    parser.add_argument(
+        "--scale", default="proxy", choices=["smoke", "proxy", "paper"], help="which scale's records to plot"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="state_dict .pt for Figures 2 and 4(a) (default: newest float model in --results)",
+    )
+    parser.add_argument(
+        "--conductances",
+        type=Path,
+        default=DEFAULT_CONDUCTANCES,
+        help="CSV of measured conductances (uS) for Figure 4 (default: generated example)",
+    )
+    args = parser.parse_args(argv)
+    names = list(FIGURES) if args.figure == "all" else [args.figure]
+    return names, Context(args.results, args.out, args.scale, args.checkpoint, args.conductances)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render each requested figure; exit 1 if one had none of its measured inputs, 2 on bad input."""
+    names, ctx = parse_args(argv)
+    not_drawn = []
+    for name in names:
+        try:
+            rendered = FIGURES[name](ctx)
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            return 2
+        for line in rendered.missing.lines(name):
+            print(line, file=sys.stderr)
+        if rendered.figure is None:
+            not_drawn.append(name)
+            continue
+        paths = style.save(rendered.figure, ctx.out, name)
+        plt.close(rendered.figure)
+        print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
+    if not_drawn:
+        print(f"not drawn (no measured inputs yet): {', '.join(not_drawn)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

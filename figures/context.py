@@ -1,0 +1,46 @@
+"""What every figure gets (where to read and write) and what it gives back (the figure, what was missing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+DEFAULT_CONDUCTANCES = Path(__file__).parent / "data" / "example_conductances.csv"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Command-line inputs shared by the figures."""
+
+    results: Path = Path("results")
+    out: Path = Path("figures/out")
+    scale: str = "proxy"
+    checkpoint: Path | None = None
+    conductances: Path = DEFAULT_CONDUCTANCES
+
+
+@dataclass
+class Missing:
+    """Inputs a figure could not find, each with the `make` target that produces it."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, make_target: str) -> None:
+        self.items.append((what, make_target))
+
+    def lines(self, figure: str) -> list[str]:
+        return [f"{figure}: missing {what} -> {_how(target)}" for what, target in self.items]
+
+
+def _how(target: str) -> str:
+    return f"run `{target}`" if target.startswith("make ") else target
+
+
+@dataclass
+class Rendered:
+    """A drawn figure (None when none of its measured inputs exist) and what it lacked."""
+
+    figure: Figure | None
+    missing: Missing

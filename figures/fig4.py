@@ -1,0 +1,210 @@
+"""Figure 4: weights on (measured) memristor conductances, paper section 4.4.
+
+(a) differential conductance of one layer at 4 levels (section 4.4 mapping): simulated noise
+    (relative Gaussian, delta = 2%, the paper's equivalent of 0.32 uS) vs the empirical model built from a
+    conductance file (`--conductances`, default: the shipped, generated example).
+(b) top-1 gap (ResNet-18b) and mAP gap (SSD) at 4 and 8 levels for A) simulated weights trained with NATS,
+    B) measured weights trained with NATS, C) measured weights trained without NATS, read from the records
+    of experiment `fig4b`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import Tensor
+
+from cacim_core import quantizers
+from cacim_core.device import ConductanceMap
+from cacim_core.measured import MeasuredConductances
+from figures import store, style
+from figures.context import Context, Missing, Rendered
+from figures.layer import Layer, load_layer
+
+LEVELS = 4
+SIMULATED_DELTA = 0.02  # measured std 0.32 uS ~ 0.02 * |G|max (section 4.4)
+SEED = 0
+BINS = 160
+EXPERIMENT = "fig4b"
+
+
+@dataclass(frozen=True)
+class WeightType:
+    key: str
+    label: str
+
+
+WEIGHT_TYPES = (
+    WeightType("simulated", "A) simulated weights, trained w/ NATS"),
+    WeightType("measured", "B) measured weights, trained w/ NATS"),
+    WeightType("measured_no_nats", "C) measured weights, trained w/o NATS"),
+)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group of bars in Figure 4(b) and what produces its records."""
+
+    family: str
+    label: str
+    metric: str
+    levels: int
+    make_target: str
+
+
+SSD_TARGET = "no target yet: the OpenMMLab hook needs MeasuredNoise evaluation and an SSD fig4b spec"
+GROUPS = tuple(
+    Group(family, f"{levels}L {label}", metric, levels, target)
+    for family, label, metric, target in (
+        ("resnet18", "ResNet-18b", "top1", "make fig4b-results"),
+        ("ssd", "SSD", "mAP", SSD_TARGET),
+    )
+    for levels in (4, 8)
+)
+
+
+def layer_conductances(layer: Layer, levels: int = LEVELS) -> Tensor:
+    """Lloyd-quantize the layer and map it onto differential conductances G (uS) with the section 4.4 rule."""
+    quantizer = quantizers.build("lloyd", levels=levels)
+    with torch.no_grad():
+        quantizer.fit(layer.weight)
+        return ConductanceMap().differential(quantizer(layer.weight)).flatten().double()
+
+
+def weight_type(record: dict) -> str | None:
+    """A, B or C of Figure 4(b) from a record's training and evaluation noise fields."""
+    trained_with_nats = store.is_noise(record.get("noise_train"))
+    evaluated = record.get("noise_eval")
+    if store.is_measured_noise(evaluated) or record.get("noise_eval_file"):
+        return "measured" if trained_with_nats else "measured_no_nats"
+    if trained_with_nats and store.is_noise(evaluated):
+        return "simulated"
+    return None
+
+
+def is_generated(path: object) -> bool:
+    """The shipped example file says GENERATED in its header; measured files are labelled as measured."""
+    with open(str(path)) as handle:
+        head = [line for line in (handle.readline() for _ in range(5)) if line.startswith("#")]
+    return any("GENERATED" in line for line in head)
+
+
+def plot_distribution(
+    ax: Axes, g: Tensor, measured: MeasuredConductances, generated: bool, source: str
+) -> None:
+    gen = torch.Generator().manual_seed(SEED)
+    sigma = SIMULATED_DELTA * g.abs().max().item()
+    simulated = g + sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype)
+    sampled = g + measured.sample_deviation(g, gen)
+    edges = np.linspace(
+        min(simulated.min(), sampled.min()).item(), max(simulated.max(), sampled.max()).item(), BINS
+    )
+    kind = "example file, generated not measured" if generated else "measured"
+    for values, key, text in (
+        (
+            simulated,
+            "simulated",
+            f"simulated: Gaussian, sigma = {sigma:.2f} uS (delta = {SIMULATED_DELTA:.0%})",
+        ),
+        (sampled, "measured", f"measured model ({kind}): sigma = {measured.std.mean().item():.2f} uS"),
+    ):
+        ax.hist(
+            values.numpy(),
+            bins=edges,
+            histtype="stepfilled",
+            alpha=0.45,
+            color=style.WEIGHT_TYPE_COLORS[key],
+            label=text,
+        )
+    for level in g.unique().tolist():
+        ax.axvline(level, color="black", linestyle=":", linewidth=0.7)
+    ax.set_xlabel("differential conductance G = G+ - G- (uS)")
+    ax.set_ylabel("number of weights")
+    ax.set_title(f"(a) {LEVELS}-level Lloyd weights on conductances (dotted: targets)\n{source}", fontsize=8)
+    ax.legend(loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
+
+
+def gap_table(records: list[dict]) -> dict[tuple[str, str], store.Gap | None]:
+    """(group label, weight type) -> gap of the newest matching fig4b record, or None."""
+    table = {}
+    for group in GROUPS:
+        cell = store.select(records, model=group.family, levels=group.levels)
+        for wtype in WEIGHT_TYPES:
+            record = store.latest([r for r in cell if weight_type(r) == wtype.key])
+            table[group.label, wtype.key] = store.gap(record, group.metric) if record else None
+    return table
+
+
+def plot_gaps(ax: Axes, table: dict[tuple[str, str], store.Gap | None], scale: str) -> None:
+    width = 0.8 / len(WEIGHT_TYPES)
+    for offset, wtype in enumerate(WEIGHT_TYPES):
+        for x, group in enumerate(GROUPS):
+            found = table[group.label, wtype.key]
+            position = x + (offset - (len(WEIGHT_TYPES) - 1) / 2) * width
+            if found is None:
+                ax.text(
+                    position, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="#777777"
+                )
+                continue
+            ax.bar(
+                position,
+                found.value,
+                width,
+                yerr=found.std or None,
+                capsize=2,
+                color=style.WEIGHT_TYPE_COLORS[wtype.key],
+            )
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(GROUPS)), [group.label for group in GROUPS])
+    ax.set_xlim(-0.5, len(GROUPS) - 0.5)
+    ax.set_ylabel("top-1 or mAP gap (pp; lower is better)")
+    ax.set_title(f"(b) measured at {scale} scale\nerror bars: std over noise draws")
+    if all(found is None for found in table.values()):
+        ax.text(
+            0.5, 0.5, f"no {EXPERIMENT} records at {scale} scale yet", ha="center", transform=ax.transAxes
+        )
+    handles = [Patch(color=style.WEIGHT_TYPE_COLORS[wtype.key], label=wtype.label) for wtype in WEIGHT_TYPES]
+    ax.legend(handles=handles, loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
+
+
+def plot(
+    layer: Layer,
+    measured: MeasuredConductances,
+    generated: bool,
+    table: dict[tuple[str, str], store.Gap | None],
+    scale: str,
+) -> Figure:
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(9.0, 3.4), layout="constrained")
+    plot_distribution(ax_a, layer_conductances(layer), measured, generated, layer.source)
+    plot_gaps(ax_b, table, scale)
+    return fig
+
+
+def render(ctx: Context) -> Rendered:
+    measured = MeasuredConductances.from_csv(ctx.conductances)  # bad user input fails before any work
+    missing = Missing()
+    layer = load_layer(ctx.checkpoint, "first", ctx.results, ctx.scale)
+    if layer.synthetic:
+        missing.add("trained proxy checkpoint (Figure 4(a) used a synthetic layer)", "make table3")
+    generated = is_generated(ctx.conductances)
+    if generated:
+        print(
+            f"note: {ctx.conductances} is generated from the paper's statistics, not measured; "
+            "pass --conductances FILE with real measurements",
+            file=sys.stderr,
+        )
+    records = store.load_records(ctx.results, experiment=EXPERIMENT, scale=ctx.scale)
+    table = gap_table(records)
+    for group in GROUPS:
+        for wtype in WEIGHT_TYPES:
+            if table[group.label, wtype.key] is None:
+                what = f"{ctx.scale} {EXPERIMENT} record: {group.label}, {wtype.label}"
+                missing.add(what, group.make_target)
+    return Rendered(plot(layer, measured, generated, table, ctx.scale), missing)

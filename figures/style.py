@@ -1,0 +1,97 @@
+"""One look for every figure: a fixed colour per method, paper-sized fonts, PNG + PDF written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+#: A method has the same colour in every figure (Okabe-Ito / tab palette, readable in greyscale print).
+METHOD_COLORS: dict[str, str] = {
+    "lloyd": "#D55E00",
+    "uniform": "#0072B2",
+    "uniform_maxabs": "#56B4E9",
+    "log2": "#009E73",
+    "ttq": "#CC79A7",
+    "twn": "#E69F00",
+    "lqnet": "#7F3C8D",
+    "apot": "#11A579",
+    "hefan": "#3969AC",
+    "lsq": "#80BA5A",
+    "yang": "#A5AA99",
+    "admm": "#6F4E37",
+    "lat": "#F2B701",
+}
+FALLBACK_COLOR = "#555555"
+
+METHOD_LABELS: dict[str, str] = {
+    "lloyd": "Lloyd / GDQ (ours)",
+    "uniform": "uniform (LAQ-style)",
+    "uniform_maxabs": "uniform (max-abs)",
+    "log2": "log2 (INQ-style)",
+    "ttq": "TTQ",
+    "twn": "TWN",
+    "lqnet": "LQ-Net",
+    "apot": "APoT",
+    "hefan": "He & Fan",
+    "lsq": "LSQ",
+    "yang": "Yang et al.",
+    "admm": "ADMM",
+    "lat": "LAT",
+}
+
+#: Figure 4 compares weight types, not methods: their own fixed colours.
+WEIGHT_TYPE_COLORS: dict[str, str] = {
+    "simulated": "#0072B2",
+    "measured": "#D55E00",
+    "measured_no_nats": "#999999",
+}
+
+QUOTED_HATCH = "///"
+QUOTED_LABEL = "quoted from paper"
+
+plt.rcParams.update(
+    {
+        "font.size": 9,
+        "axes.titlesize": 9,
+        "axes.labelsize": 9,
+        "legend.fontsize": 8,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "figure.dpi": 150,
+        "savefig.bbox": "tight",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
+
+
+def color(method: str) -> str:
+    return METHOD_COLORS.get(method, FALLBACK_COLOR)
+
+
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
+    """Write `name.png` and `name.pdf` atomically (tmp file + os.replace) and return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in ("png", "pdf"):
+        final = out_dir / f"{name}.{fmt}"
+        tmp = out_dir / f".{name}.{os.getpid()}.tmp.{fmt}"
+        try:
+            fig.savefig(tmp, format=fmt)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(final)
+    return written

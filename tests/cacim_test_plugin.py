@@ -1,0 +1,39 @@
+"""A user plugin as `--plugin` imports it: registers a quantizer and a slow experiment (kill/resume test)."""
+
+import torch
+
+from benchmarks.experiments import Cell, Recipe, register_experiment
+from cacim_core import quantizers
+
+
+@quantizers.register("maxabs_grid")
+class MaxAbsGrid(quantizers.Quantizer):
+    """Evenly spaced levels over [-max|w|, max|w|]: a user's own method, joined to the tables by name."""
+
+    refit_by_projection = True
+
+    def fit(self, w: torch.Tensor) -> None:
+        m = w.detach().abs().max()
+        self.set_levels(torch.linspace(-1.0, 1.0, self.num_levels, dtype=w.dtype, device=w.device) * m)
+
+
+@register_experiment("killtest")
+def killtest(scale: str) -> list[Cell]:
+    """One smoke cell with many short epochs, so a kill lands between checkpoints."""
+    recipe = Recipe(epochs=15, batch_size=64, lr=0.01)
+    return [
+        Cell(
+            "killtest",
+            "resnet20",
+            "resnet20_narrow",
+            "digits8",
+            "lloyd",
+            3,
+            recipe,
+            Recipe(epochs=1, batch_size=64, lr=0.1),
+            noise_train=0.02,
+            noise_eval=0.02,
+            trials=2,
+            max_batches=2,
+        )
+    ]

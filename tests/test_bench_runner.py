@@ -1,0 +1,241 @@
+"""End-to-end: every table at smoke scale, resume after SIGKILL, plugins, CLI errors, paper recipes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from bench_fixtures import write_cifar, write_imagenet
+
+from benchmarks.__main__ import main
+from benchmarks.data import load_data
+from benchmarks.experiments import cells
+from benchmarks.models import build_model
+from benchmarks.results import checkpoint_path, load_records
+from benchmarks.runner import Context, make_optimizer, train_loader
+from cacim_core import QuantConfig, quantize_model
+from tables.render import load_spec, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "delta"])
+def test_smoke_table_runs_renders_and_skips_finished(table, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", table, "--scale", "smoke", "--results", str(results), "--no-progress"]) == 0
+    records = load_records(results, table, "smoke")
+    assert sorted(r["cell"] for r in records) == sorted(c.id for c in cells(table, "smoke"))
+    for r in records:
+        m = r["metrics"]
+        assert 0 <= m["top1"] <= 100 and m["gap_top1"] == pytest.approx(m["fp_top1"] - m["top1"])
+        assert r["refits"] and all(v >= 0 for v in r["refits"].values())
+        assert (r["trials"] > 1) == (r["noise_eval"] > 0) == ("top1_std" in m)
+    md, _, out_csv = render(load_spec(table), "smoke", results, tmp_path / "out")
+    text = md.read_text()
+    assert "[smoke, n=" in text and "(paper, quoted)" in text
+    ours = [line for line in text.splitlines() if line.startswith(("| Ours", "| delta"))]
+    assert ours and not any("not run" in line for line in ours)
+    capsys.readouterr()
+    assert main(["run", table, "--scale", "smoke", "--results", str(results), "--no-progress"]) == 0
+    assert f"{len(records)} already finished, 0 to run" in capsys.readouterr().err
+
+
+def _run_cli(args: list[str], results: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "run", *args, "--results", str(results), "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_sigkill_then_resume_writes_the_record_once(tmp_path):
+    results = tmp_path / "results"
+    (cell,) = cells("killtest", "smoke") if "killtest" in sys.modules else _plugin_cells()
+    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
+    proc = _run_cli(["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"], results)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.is_file() and torch.load(ckpt, weights_only=False)["epoch"] >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 3 <= killed_at < cell.recipe.epochs and load_records(results) == []
+
+    proc = _run_cli(["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"], results)
+    assert proc.wait(timeout=300) == 0, proc.communicate()[1].decode()[-2000:]
+    files = list((results / "killtest" / "smoke").glob("*.json"))
+    assert len(files) == 1 and not ckpt.exists()
+    record = json.loads(files[0].read_text())
+    assert record["resumed_from_epoch"] >= killed_at and record["trials"] == 2
+
+    # A third run finds the cell finished and leaves the record untouched.
+    before = files[0].read_bytes()
+    proc = _run_cli(["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"], results)
+    assert proc.wait(timeout=120) == 0 and files[0].read_bytes() == before
+    assert "1 already finished, 0 to run" in proc.communicate()[1].decode()
+
+
+def _plugin_cells():
+    import cacim_test_plugin  # noqa: F401  (registers the experiment)
+
+    return cells("killtest", "smoke")
+
+
+def test_plugin_quantizer_joins_table(tmp_path):
+    results = tmp_path / "results"
+    args = [
+        "run",
+        "table1",
+        "--scale",
+        "smoke",
+        "--methods",
+        "maxabs_grid",
+        "--plugin",
+        "cacim_test_plugin",
+        "--results",
+        str(results),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    records = load_records(results)
+    assert {r["method"] for r in records} == {"maxabs_grid"}
+    assert sorted((r["levels"], r["noise_train"]) for r in records) == [
+        (3, 0.0),
+        (3, 0.01),
+        (4, 0.0),
+        (4, 0.01),
+    ]
+    md, _, _ = render(load_spec("table1"), "smoke", results, tmp_path / "out")
+    assert "| maxabs_grid 3L (plugin) | 3 | - |" in md.read_text()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    def error(args: list[str]) -> str:
+        assert main([*args, "--results", str(tmp_path / "r"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+        return err
+
+    assert "unknown method(s) nope" in error(["run", "table1", "--scale", "smoke", "--methods", "nope"])
+    assert "cifar-10-batches-py" in error(["run", "table1", "--scale", "paper"])
+    assert "unknown experiment" in error(["run", "table9", "--scale", "smoke"])
+    write_imagenet(tmp_path / "imagenet")
+    assert "resnet18-*.pth" in error(
+        ["run", "table3", "--scale", "paper", "--data", str(tmp_path / "imagenet")]
+    )
+    assert not (tmp_path / "r").exists() or load_records(tmp_path / "r") == []
+
+
+PAPER_LR = {  # the schedules of tables-clean.md: epoch -> learning rate
+    "table1": {0: 0.1, 79: 0.1, 80: 0.01, 119: 0.01, 120: 0.001, 160: 0.0005, 199: 0.0005},
+    "table2": {0: 0.002, 14: 0.002, 15: 0.001, 30: 0.0005, 199: 0.002 * 0.5**13},
+    "table3": {0: 1e-4, 29: 1e-4, 30: 2e-5, 40: 4e-6, 44: 4e-6, 45: 2e-6, 50: 1e-6, 89: 4e-6 * 0.5**9},
+}
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "delta"])
+def test_paper_recipe_builds(table, tmp_path):
+    """Model, quantizer, optimizer, schedule and data pipeline at paper scale, on tiny files; no training."""
+    paper = cells(table, "paper")
+    data_root = write_cifar(tmp_path) if paper[0].dataset == "cifar10" else write_imagenet(tmp_path)
+    data = load_data(paper[0].dataset, data_root)
+    recipe = paper[0].recipe
+    assert all(c.recipe == recipe for c in paper)
+    for epoch, lr in PAPER_LR.get(table, PAPER_LR["table3"]).items():
+        assert recipe.lr * recipe.schedule.factor(epoch) == pytest.approx(lr, rel=1e-9)
+    assert recipe.epochs == {"table1": 200, "table2": 200}.get(table, 90)
+    assert recipe.batch_size == {"table1": 128, "table2": 50}.get(table, 64)
+    assert recipe.refit_threshold == {"table1": 1.5}.get(table, 0.1)
+    assert (recipe.optimizer, recipe.loss) == (
+        ("adam", "squared_hinge") if table == "table2" else ("sgd", "ce")
+    )
+    if table == "table3":
+        assert {(c.arch, c.levels, c.first_last) for c in paper if c.method == "lloyd"} == {
+            (a, v, f) for a in ("resnet18b", "resnet50b") for v in (3, 4, 8) for f in ("quantize", "fp")
+        }
+    if table == "delta":
+        assert sorted(c.noise_train for c in paper) == [0.01, 0.02, 0.03, 0.04]
+    cell = paper[0]
+    model = build_model(cell.model, data.num_classes, data.input_size)
+    quantize_model(
+        model,
+        QuantConfig(
+            method=cell.method,
+            levels=cell.levels,
+            noise=cell.noise_train,
+            first_last=cell.first_last,
+            refit_threshold=recipe.refit_threshold,
+        ),
+    )
+    optimizer = make_optimizer(recipe, model)
+    assert optimizer.defaults["lr"] == recipe.lr and optimizer.defaults["weight_decay"] == recipe.weight_decay
+    ctx = Context("paper", tmp_path / "r", data_root, None)
+    x, y = next(iter(train_loader(data.train, recipe, 0, 0, ctx)))
+    assert x.shape[1:] == (3, data.input_size, data.input_size) and x.shape[0] == min(
+        recipe.batch_size, len(data.train)
+    )
+    if data.input_size == 32:  # the 224-px ResNets are only built; a CIFAR batch also runs forward
+        assert model.eval()(x[:2]).shape == (2, data.num_classes)
+
+
+def test_stale_record_is_reported_not_skipped(tmp_path, capsys):
+    args = [
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    (path,) = (tmp_path / "table2" / "smoke").glob("*.json")
+    record = json.loads(path.read_text())
+    record["recipe"]["epochs"] += 1
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "another recipe" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert json.loads(path.read_text())["recipe"]["epochs"] == record["recipe"]["epochs"] - 1
+
+
+def test_torchrun_ddp_two_processes(tmp_path):
+    """Under torchrun each process joins the group (gloo on CPU), DDP trains, rank 0 alone writes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        "-m",
+        "benchmarks",
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = load_records(tmp_path)
+    assert record["world_size"] == 2 and record["method"] == "twn" and 0 <= record["metrics"]["top1"] <= 100
+    assert not list((tmp_path / "table2" / "smoke" / ".ckpt").glob("*.pt"))

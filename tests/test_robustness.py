@@ -1,0 +1,57 @@
+"""The robustness experiment: spec, a smoke run through the runner, resume, and the rendered figures."""
+
+import csv
+
+import pytest
+
+from benchmarks import runner
+from benchmarks.experiments import cells, sweep_key
+from benchmarks.experiments.robustness import ADC_BITS, QUANTIZERS, TEST_NOISES
+from cacim_core import quantizers
+from figures import robustness
+
+
+def test_proxy_spec_covers_the_grid():
+    listed = cells("robustness", "proxy")
+    assert len({c.id for c in listed}) == len(listed)
+    assert {c.levels for c in listed} == {3, 4, 8}
+    for levels, methods in QUANTIZERS.items():
+        assert set(methods) <= set(quantizers.names())
+        assert {c.method for c in listed if c.levels == levels} == set(methods)
+    lloyd3 = [c for c in listed if c.method == "lloyd" and c.levels == 3]
+    assert {c.noise_train for c in lloyd3} == {0.0, 0.02, 0.05, 0.10}
+    ha = [c for c in lloyd3 if c.recipe.noise_samples > 1]
+    assert sorted(c.recipe.epochs * c.recipe.noise_samples for c in ha) == [4, 16]  # equal compute; steps
+    sweep = listed[0].sweep
+    assert [d for d, b in sweep if b is None] == list(TEST_NOISES) and 0.10 in TEST_NOISES
+    assert [b for _, b in sweep if b is not None] == list(ADC_BITS)
+    assert all(c.trials == 5 and c.sweep == sweep for c in listed)
+
+
+def test_smoke_run_resume_and_figures(tmp_path):
+    written = runner.run("robustness", "smoke", results=tmp_path, progress=False)
+    assert len(written) == 4
+    for record in written:
+        m = record["metrics"]
+        for delta, bits in record["sweep"]:
+            mean, std = m[sweep_key("top1", delta, bits)], m[sweep_key("top1_std", delta, bits)]
+            assert 0 <= mean <= 100 and std >= 0
+            assert (std == 0) == (delta == 0)  # a noise-free point is one deterministic draw
+        assert sweep_key("top1", 0.02, 3) in m  # the ADC point
+    assert {r["recipe"]["noise_samples"] for r in written} == {1, 2}
+    assert runner.run("robustness", "smoke", results=tmp_path, progress=False) == []  # finished: skipped
+    paths = robustness.render(tmp_path, "smoke", tmp_path / "out")
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        ["robustness.png", "robustness.pdf", "robustness_adc.png", "robustness_adc.pdf", "robustness.csv"]
+    )
+    assert all(p.stat().st_size > 1000 for p in paths if p.suffix != ".csv")
+    with open(tmp_path / "out" / "robustness.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 3 and {r["axis"] for r in rows} == {"noise", "adc"}
+
+
+def test_render_without_results_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make robustness SCALE=proxy"):
+        robustness.render(tmp_path, "proxy", tmp_path / "out")
+    assert robustness.main(["--scale", "proxy", "--results", str(tmp_path), "--out", str(tmp_path)]) == 2
