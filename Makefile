@@ -72,10 +72,8 @@ fig3-results: delta
 fig4b-results: setup
 	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks run fig4b $(RUN_ARGS)
 
-# Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook). mmcv is built once per machine (cached wheel).
-.PHONY: openmmlab table4 table5
-openmmlab: setup
-
-table4 table5: openmmlab
+# Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook); `setup` installs the stack (docs/openmmlab.md).
+.PHONY: table4 table5
+table4 table5: setup
 	$(VPY) -m benchmarks.openmmlab.run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA))
 	$(VPY) -m tables.render $@ --scale $(SCALE)
