@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The OpenMMLab stack (Tables 4/5): mmcv is built from source once per machine and its wheel cached in
-# ~/.cache/cacim/wheels (about 10 min on 2 cores the first time; seconds after that).
+# ~/.cache/cacim/wheels (about 10 min on an idle 2-core machine the first time, 52 min measured on a
+# loaded one; seconds after that).
 OMM_STAMP := $(VENV)/.openmmlab-installed
 $(OMM_STAMP): $(STAMP) scripts/setup_openmmlab.sh scripts/build_mmcv.sh
 	scripts/setup_openmmlab.sh $(VPY)
