@@ -70,8 +70,12 @@ digital_cost: setup
 fig3-results: delta
 	$(VPY) -m benchmarks run fig3 $(RUN_ARGS)
 
+# fig4b: ResNet-18b bars (classification runner), then SSD bars (fine-tuned from Table 4's float SSD;
+# at paper scale VOC_DATA= is the folder holding VOCdevkit/, DATA= the ImageNet one)
 fig4b-results: setup
 	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks run fig4b $(RUN_ARGS)
+	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks.openmmlab.run fig4b --scale $(SCALE) \
+		$(if $(VOC_DATA),--data $(VOC_DATA))
 
 # Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook); `setup` installs the stack (docs/openmmlab.md).
 .PHONY: table4 table5

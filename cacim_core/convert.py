@@ -33,7 +33,8 @@ class QuantConfig:
     relative to max|W_q|; noise_fn: a custom noise model `(wq, generator) -> noise` (e.g. measured
     conductances) that replaces the Gaussian one. first_last: the paper's footnotes: "quantize" (no mark),
     "fp" (*, first and last layer stay float) or "8bit" (+, 255-level uniform, noise-free digital layers).
-    include/exclude: fnmatch patterns on module names. refit_threshold: Algorithm 1's T (None: never re-fit);
+    include/exclude: fnmatch patterns on module names (a name also covers the module's children).
+    refit_threshold: Algorithm 1's T (None: never re-fit);
     projection: "ratio" (<Wq,W>/||Wq||^2, the default: exactly 1 right after a Lloyd fit) or "cosine".
     adc_bits: digitise each analog layer's output with a b-bit ADC (`device.ADC`; calibrate its range with
     `device.calibrate_adc` before use). bias_range_match: program a layer's bias as one more crossbar column,
@@ -151,7 +152,10 @@ class BiasColumn(nn.Module):
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    """A pattern names a module and everything inside it: "features.0" also matches "features.0.conv"."""
+    parts = name.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, p) for prefix in prefixes for p in patterns)
 
 
 def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:

@@ -49,6 +49,9 @@ def test_include_exclude_patterns():
     assert names(model) == ["2"]
     with pytest.raises(ValueError, match="no layer matched"):
         quantize_model(small_net(), QuantConfig(include=("nothing*",)))
+    # A pattern names a module and its children: excluding a block excludes the conv inside it.
+    nested = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), nn.Conv2d(2, 2, 3))
+    assert names(quantize_model(nested, QuantConfig(exclude=("0",)))) == ["1"]
 
 
 def test_bad_config_errors():

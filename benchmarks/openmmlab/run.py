@@ -1,6 +1,7 @@
 """Run Table 4 (SSD300, mmdet) or Table 5 (PSPNet, mmseg) with CacimHook and write one record per cell.
 
     python -m benchmarks.openmmlab.run table4 --scale proxy [--data DIR] [--results results] [--force]
+    python -m benchmarks.openmmlab.run fig4b --scale proxy [--conductances FILE]   # Figure 4(b), SSD bars
 
 Algorithm 1's flow: the float model is trained once (its weights cached in the results store), then each
 quantized cell fine-tunes from it with the hook and is tested (with `trials` noise draws when it was
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import numbers
+import os
 import sys
 import time
 from pathlib import Path
@@ -134,6 +136,9 @@ def float_phase(
     exp: Experiment, scale: Scale, scale_name: str, data_root: Path, fingerprint: str, results: Path
 ):
     """Train (or reuse) the float model; returns (checkpoint path, float metrics in percent)."""
+    if exp.float_from:
+        source = EXPERIMENTS[exp.float_from]
+        return float_phase(source, source.scales[scale_name], scale_name, data_root, fingerprint, results)
     ckpt = checkpoint_path(results, exp.name, scale_name, "float")
     records = [r for r in load_records(results, exp.name, scale_name) if r["cell"] == "float"]
     if records:
@@ -161,19 +166,24 @@ def float_phase(
     return ckpt, fp
 
 
-def run_cell(exp, scale, scale_name, cell: Cell, data_root, fingerprint, results, ckpt, fp) -> dict[str, Any]:
+def run_cell(
+    exp, scale, scale_name, cell: Cell, data_root, fingerprint, results, ckpt, fp, conductances: str = ""
+) -> dict[str, Any]:
     """Fine-tune one quantized cell from the float weights with CacimHook, test it, write its record."""
     from cacim_core.integrations.mmengine import CacimHook, unwrap
     from cacim_core.training import refit_counts
 
     start = time.time()
-    trials = scale.trials if cell.noise > 0 else 0
+    cell_id = exp.cell_id(cell)
+    trials = scale.trials if cell.noise > 0 or cell.measured else 0
     hook = dict(
         type="CacimHook", method=cell.method, levels=cell.levels, noise=cell.noise, trials=trials, seed=0
     )
+    if cell.measured:
+        hook["eval_noise_file"] = conductances
     template = next(h for h in _config_hooks(scale) if h.get("type") == "CacimHook")
     hook = {**template, **hook}
-    work = results / exp.name / scale_name / ".work" / cell.id
+    work = results / exp.name / scale_name / ".work" / cell_id
     cfg = build_config(exp, scale, data_root, work, scale.quant_phase, hook)
     cfg.load_from = str(ckpt)
     runner, metrics = _train_and_test(cfg, exp.tta)
@@ -191,9 +201,10 @@ def run_cell(exp, scale, scale_name, cell: Cell, data_root, fingerprint, results
             out.update({name: clean[name], f"gap_{name}": fp[name] - clean[name]})
     hook_obj = next(h for h in runner.hooks if isinstance(h, CacimHook))
     record = _record(
-        exp, scale, scale_name, cell.id, method=cell.method, levels=cell.levels, noise_train=cell.noise,
-        noise_eval=hook_obj.eval_noise if trials else 0.0, trials=max(trials, 1), metrics=out,
-        refits=refit_counts(unwrap(runner.model)), dataset_fingerprint=fingerprint,
+        exp, scale, scale_name, cell_id, method=cell.method, levels=cell.levels, noise_train=cell.noise,
+        noise_eval=hook_obj.eval_noise if trials else 0.0, noise_eval_file=hook_obj.eval_noise_file or "",
+        trials=max(trials, 1), metrics=out, refits=refit_counts(unwrap(runner.model)),
+        float_model=f"{exp.float_from or exp.name}/{scale_name}/float", dataset_fingerprint=fingerprint,
         wall_time_s=round(time.time() - start, 1),
     )  # fmt: skip
     write_record(results, record)
@@ -206,29 +217,53 @@ def _config_hooks(scale: Scale) -> list[dict]:
     return list(Config.fromfile(str(CONFIGS / scale.config)).custom_hooks)
 
 
-def run(name: str, scale_name: str, data: str | None, results: str | Path, force: bool = False) -> list[dict]:
+def default_conductances() -> str:
+    """$CONDUCTANCES, else the shipped example file (generated from the paper's statistics, not measured)."""
+    from figures.context import DEFAULT_CONDUCTANCES
+
+    return os.environ.get("CONDUCTANCES") or str(DEFAULT_CONDUCTANCES)
+
+
+def run(
+    name: str,
+    scale_name: str,
+    data: str | None,
+    results: str | Path,
+    force: bool = False,
+    conductances: str | None = None,
+) -> list[dict]:
     exp = EXPERIMENTS[name]
     scale = exp.scales[scale_name]
     results = Path(results)
+    conductances = conductances or default_conductances()
+    if any(cell.measured for cell in exp.cells):
+        from cacim_core.measured import MeasuredConductances
+
+        MeasuredConductances.from_csv(conductances)  # a bad file fails before any training
     data_root, fingerprint = prepare_data(exp, scale, scale_name, data)
-    if force:
-        for path in (results / name / scale_name).glob("*.json"):
+    if force:  # this experiment's own records only (fig4b shares its folder with the classification cells)
+        for path in (results / name / scale_name).glob(f"{exp.prefix}*.json"):
             path.unlink()
-        checkpoint_path(results, name, scale_name, "float").unlink(missing_ok=True)
+        if not exp.float_from:
+            checkpoint_path(results, name, scale_name, "float").unlink(missing_ok=True)
     ckpt, fp = float_phase(exp, scale, scale_name, data_root, fingerprint, results)
     print(f"{name} [{scale_name}] float: " + ", ".join(f"{k} {v:.2f}" for k, v in fp.items()), flush=True)
     done = []
     for cell in exp.cells:
-        if is_finished(results, name, scale_name, cell.id):
-            print(f"{name} [{scale_name}] {cell.id}: finished earlier, skipped", flush=True)
+        if is_finished(results, name, scale_name, exp.cell_id(cell)):
+            print(f"{name} [{scale_name}] {exp.cell_id(cell)}: finished earlier, skipped", flush=True)
             continue
-        record = run_cell(exp, scale, scale_name, cell, data_root, fingerprint, results, ckpt, fp)
+        record = run_cell(
+            exp, scale, scale_name, cell, data_root, fingerprint, results, ckpt, fp, conductances
+        )
         summary = ", ".join(
             f"{k} {record['metrics'][k]:.2f}"
             + (f" ± {record['metrics'][k + '_std']:.2f}" if record["trials"] > 1 else "")
             for k in exp.metrics
         )
-        print(f"{name} [{scale_name}] {cell.id}: {summary} ({record['wall_time_s']:.0f} s)", flush=True)
+        print(
+            f"{name} [{scale_name}] {record['cell']}: {summary} ({record['wall_time_s']:.0f} s)", flush=True
+        )
         done.append(record)
     return done
 
@@ -244,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", default="results")
     parser.add_argument("--force", action="store_true", help="delete this table's finished records first")
+    parser.add_argument(
+        "--conductances",
+        default=None,
+        help="measured-conductance CSV for fig4b's measured cells (default: $CONDUCTANCES or the example)",
+    )
     args = parser.parse_args(argv)
     try:
         import mmdet  # noqa: F401
@@ -252,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             f"error: OpenMMLab is not installed ({exc}); run scripts/setup_openmmlab.sh .venv/bin/python"
         ) from exc
-    run(args.table, args.scale, args.data, args.results, args.force)
+    run(args.table, args.scale, args.data, args.results, args.force, args.conductances)
     return 0
 
 

@@ -232,7 +232,12 @@ def write_voc_shapes(root: str | Path, spec: ShapesSpec = PROXY) -> str:
         )
         fingerprint = fingerprint_files(p for p in tmp.rglob("*") if p.is_file())
         (tmp / MANIFEST).write_text(json.dumps({"spec": asdict(spec), "fingerprint": fingerprint}, indent=1))
-        os.replace(tmp, root / "VOCdevkit")
+        try:
+            os.replace(tmp, root / "VOCdevkit")
+        except OSError:  # another process finished writing the same dataset first: keep theirs
+            if not manifest.is_file() or json.loads(manifest.read_text())["spec"] != asdict(spec):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,7 +11,9 @@ A plain OpenMMLab config gains quantization with two lines, nothing forked:
 - `after_train_iter`: `refit_check` (Algorithm 1: re-fit a layer whose projection drifted beyond T).
 - `after_test_epoch`: when `trials > 0` and the evaluation noise is non-zero, the test loop runs again
   `trials` times, each under one fixed weight-noise draw (one programmed chip); the metrics dict
-  returned by `runner.test()` gains `noisy/<metric>` (mean) and `noisy/<metric>_std` (std).
+  returned by `runner.test()` gains `noisy/<metric>` (mean) and `noisy/<metric>_std` (std). With
+  `eval_noise_file` (a conductance CSV, `cacim_core.measured`) the draws come from the measured devices
+  (Figure 4(b)) instead of the Gaussian `eval_noise`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 
 from cacim_core import QuantConfig, quantize_model, quantized_layers
 from cacim_core.evaluate import noisy_evaluate
+from cacim_core.measured import MeasuredConductances, MeasuredNoise
 from cacim_core.training import refit_check, refit_counts
 
 
@@ -50,6 +53,7 @@ class CacimHook(Hook):
         levels: int = 4,
         noise: float = 0.0,
         eval_noise: float | None = None,
+        eval_noise_file: str | None = None,
         trials: int = 0,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
@@ -71,6 +75,17 @@ class CacimHook(Hook):
         self.eval_noise = noise if eval_noise is None else eval_noise
         if trials < 0:
             raise ValueError(f"CacimHook: trials must be >= 0, got {trials}")
+        # Read the conductance file now, so a bad one fails before any training.
+        self.eval_noise_file = eval_noise_file
+        self.measured = (
+            MeasuredNoise(MeasuredConductances.from_csv(eval_noise_file)) if eval_noise_file else None
+        )
+        if self.measured is not None and eval_noise is not None:
+            raise ValueError("CacimHook: give eval_noise (Gaussian) or eval_noise_file (measured), not both")
+        if self.measured is not None and trials == 0:
+            raise ValueError("CacimHook: eval_noise_file needs trials > 0 (noise draws to evaluate)")
+        if self.measured is not None:
+            self.eval_noise = 0.0  # no Gaussian evaluation noise: the measured devices replace it
         self.trials = trials
         self.seed = seed
         self.refits = 0
@@ -124,20 +139,25 @@ class CacimHook(Hook):
         return {key: float(value) for key, value in metrics.items() if isinstance(value, numbers.Real)}
 
     def after_test_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
-        if self.trials == 0 or self.eval_noise == 0:
+        if self.trials == 0 or (self.eval_noise == 0 and self.measured is None):
             return
+        noise = {"noise_fn": self.measured} if self.measured is not None else {"delta": self.eval_noise}
         result = noisy_evaluate(
             unwrap(runner.model),
             lambda _model: self._test_metrics(runner),
             draws=self.trials,
             seed=self.seed,
-            delta=self.eval_noise,
+            **noise,
         )
         self.noisy = {"mean": dict(result.mean), "std": dict(result.std)}
         summary = ", ".join(f"{k} {result.mean[k]:.4f} ± {result.std[k]:.4f}" for k in result.mean)
+        what = (
+            f"conductances {self.eval_noise_file}"
+            if self.measured is not None
+            else f"delta {self.eval_noise}"
+        )
         runner.logger.info(
-            f"CacimHook: {self.trials} noisy test trials (delta {self.eval_noise}, seed {self.seed}): "
-            f"{summary}"
+            f"CacimHook: {self.trials} noisy test trials ({what}, seed {self.seed}): {summary}"
         )
         if metrics is not None:
             for key in result.mean:
