@@ -40,7 +40,7 @@ CLASSIFICATION_TABLES := table1 table2 table3 delta
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): setup
 	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN))
+		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN)) $(if $(FORCE),--force)
 	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
 
 .PHONY: robustness
@@ -80,5 +80,5 @@ fig4b-results: setup
 # Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook); `setup` installs the stack (docs/openmmlab.md).
 .PHONY: table4 table5
 table4 table5: setup
-	$(VPY) -m benchmarks.openmmlab.run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA))
+	$(VPY) -m benchmarks.openmmlab.run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(FORCE),--force)
 	$(VPY) -m tables.render $@ --scale $(SCALE)

@@ -106,7 +106,7 @@ TABLE4 = Experiment(
             "ssd300_slim_vocshapes_cacim.py",
             _SSD_SLIM,
             _SHAPES,
-            multistep(2000, 1e-3, 100),  # AdamW (see the proxy config)
+            multistep(3000, 1e-3, 100),  # AdamW (see the proxy config)
             multistep(300, 1e-4, 10),
             5,
             PROXY,
