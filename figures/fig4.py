@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -123,6 +124,7 @@ def plot_distribution(
         ax.axvline(level, color="black", linestyle=":", linewidth=0.7)
     ax.set_xlabel("differential conductance G = G+ - G- (uS)")
     ax.set_ylabel("number of weights")
+    source = textwrap.fill(source, 70)  # checkpoint names are long; keep the title inside panel (a)
     ax.set_title(f"(a) {LEVELS}-level Lloyd weights on conductances (dotted: targets)\n{source}", fontsize=8)
     ax.legend(loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
 
