@@ -33,8 +33,9 @@ fi
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-# Old setuptools (with pkg_resources) for the build only, shadowing the venv's newer one.
-"$PY" -m pip install -q --no-deps --target "$WORK/buildtools" "setuptools<70"
+# Old setuptools (with pkg_resources) for the build only, shadowing the venv's newer one; setuptools<70
+# has no bdist_wheel of its own, so the `wheel` package that still ships one (<0.46) goes with it.
+"$PY" -m pip install -q --no-deps --target "$WORK/buildtools" "setuptools<70" "wheel<0.46"
 # pip download runs the sdist's setup.py egg_info, so it needs the old setuptools too.
 PYTHONPATH="$WORK/buildtools" "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: \
     "mmcv==$MMCV_VERSION" -d "$WORK/sdist"
