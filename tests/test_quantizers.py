@@ -200,6 +200,18 @@ def test_ternary_baselines_follow_their_papers(gaussian_weights):
     assert float(hefan.levels[2]) == pytest.approx(alpha, rel=1e-4)
 
 
+def test_hefan_threshold_gradient_is_clamped_as_the_official_script(gaussian_weights):
+    """A large loss on the level (a classifier wanting bigger logits) moves delta by at most grad_clip."""
+    hefan = quantizers.build("hefan", levels=3)
+    hefan.fit(gaussian_weights)
+    (1e3 * hefan(gaussian_weights).abs().sum()).backward()
+    assert float(hefan.delta.grad.abs()) == pytest.approx(1e-3)
+    free = quantizers.build("hefan", levels=3, grad_clip=float("inf"))
+    free.fit(gaussian_weights)
+    (1e3 * free(gaussian_weights).abs().sum()).backward()
+    assert float(free.delta.grad.abs()) > 1e-2
+
+
 def test_apot_and_lqnet_level_sets():
     from cacim_core.quantizers.learned import apot_magnitudes
 
