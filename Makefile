@@ -55,7 +55,11 @@ CONDUCTANCES ?=
 FIGURE_ARGS = --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 	$(if $(CONDUCTANCES),--conductances $(CONDUCTANCES))
 RUN_ARGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) --plugin figures.experiments
-.PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results
+.PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results figures-results
+
+# Everything the figures read, at $(SCALE) (resumable: finished cells are skipped). On a fresh machine
+# `make figures-results figures` is the whole path (proxy: about 35 min on an idle 2-core machine).
+figures-results: table3 fig3-results table4 fig4b-results
 
 figures: digital_cost
 	$(VPY) -m figures all $(FIGURE_ARGS)
