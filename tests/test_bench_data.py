@@ -76,6 +76,19 @@ def test_wrong_weights_file_is_one_line_error(tmp_path):
         load_weights(build_model("resnet20", 10, 32), path)
 
 
+def test_digits_fingerprint_does_not_depend_on_thread_count():
+    """The float-model cache is keyed by it: 1 and 2 threads must see the same data."""
+    before = torch.get_num_threads()
+    try:
+        prints = set()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            prints.add(load_data("digits16-noise30").fingerprint)
+    finally:
+        torch.set_num_threads(before)
+    assert len(prints) == 1
+
+
 def test_noisy_digits_are_fixed_and_harder():
     clean, noisy, again = load_data("digits16"), load_data("digits16-noise30"), load_data("digits16-noise30")
     assert torch.equal(noisy.test.images, again.test.images) and noisy.fingerprint == again.fingerprint
