@@ -58,7 +58,8 @@ RUN_ARGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) --plugin figures.experi
 .PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results figures-results
 
 # Everything the figures read, at $(SCALE) (resumable: finished cells are skipped). On a fresh machine
-# `make figures-results figures` is the whole path (proxy: about 35 min on an idle 2-core machine).
+# `make figures-results figures` is the whole path (proxy, 2-core machine: 36 min measured with other jobs
+# running; idle parts: classification 3.5 min, table4 15 min, fig4b SSD 8 min).
 figures-results: table3 fig3-results table4 fig4b-results
 
 figures: digital_cost
