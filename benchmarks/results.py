@@ -6,6 +6,7 @@ Layout: ``<root>/<experiment>/<scale>/<cell_id>.json`` (finished cells) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -131,8 +132,13 @@ def fingerprint_files(paths: Iterable[Path], hash_contents: bool = True) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
 def code_version() -> str:
-    """git commit of the code that produced a record ("+dirty" when the tree has local edits)."""
+    """git commit of the code that produced a record ("+dirty" when the tree has local edits).
+
+    Read once per process, when a run starts (runners call it first): a commit made while a long run
+    goes on must not be stamped on records that the older, already-loaded code produced.
+    """
     here = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(

@@ -440,6 +440,7 @@ def run(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every unfinished cell of `experiment` at `scale`; returns the records written now."""
+    code_version()  # the code as loaded now, before any later commit
     try:
         todo = cells(experiment, scale, methods)
     except ValueError as exc:

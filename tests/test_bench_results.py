@@ -69,3 +69,21 @@ def test_checkpoint_roundtrip(tmp_path):
     save_checkpoint(path, {"epoch": 3, "w": torch.arange(4)})
     state = load_checkpoint(path)
     assert state["epoch"] == 3 and torch.equal(state["w"], torch.arange(4))
+
+
+def test_code_version_is_read_once_per_process(monkeypatch):
+    """A commit made while a long run goes on must not be stamped on records of the code loaded before."""
+    import subprocess
+
+    from benchmarks import results
+
+    answers = iter(["aaaaaaaaaaaa\n", "", "bbbbbbbbbbbb\n", " M cacim_core/noise.py\n"])
+    monkeypatch.setattr(
+        results.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, next(answers), "")
+    )
+    results.code_version.cache_clear()
+    try:
+        assert results.code_version() == "aaaaaaaaaaaa"
+        assert results.code_version() == "aaaaaaaaaaaa"  # the tree changed meanwhile; the record does not
+    finally:
+        results.code_version.cache_clear()

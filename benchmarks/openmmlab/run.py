@@ -232,6 +232,7 @@ def run(
     force: bool = False,
     conductances: str | None = None,
 ) -> list[dict]:
+    code_version()  # the code as loaded now, before any later commit
     exp = EXPERIMENTS[name]
     scale = exp.scales[scale_name]
     results = Path(results)
