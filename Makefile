@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cacim-installed
 SCALE ?= proxy
 DATA ?=
 
-.PHONY: setup test lint bench
+.PHONY: core setup test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -23,29 +23,31 @@ $(OMM_STAMP): $(STAMP) scripts/setup_openmmlab.sh scripts/build_mmcv.sh
 	scripts/setup_openmmlab.sh $(VPY)
 	touch $(OMM_STAMP)
 
+# `core`: the library and classification suite only (Tables 1-3, figures); `setup`: plus OpenMMLab.
+core: $(STAMP)
 setup: $(STAMP) $(OMM_STAMP)
 
 test: setup
 	$(VPY) -m pytest -q
 
-lint: setup
+lint: core
 	$(VPY) -m ruff check .
 
-bench: setup
+bench: core
 	$(VPY) -m benchmarks.bench
 
 # Classification tables (benchmarks/experiments/*.py), then their rendering (tables/out/<name>.md/.tex/.csv).
 # make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,uniform] [PLUGIN=my_module]
 CLASSIFICATION_TABLES := table1 table2 table3 delta
 .PHONY: $(CLASSIFICATION_TABLES)
-$(CLASSIFICATION_TABLES): setup
+$(CLASSIFICATION_TABLES): core
 	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN)) $(if $(FORCE),--force)
 	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
 
 .PHONY: robustness
 # Accuracy vs test-time noise and vs ADC bits (README: Beyond the paper); figures/out/robustness*.png/.pdf
-robustness: setup
+robustness: core
 	$(VPY) -m benchmarks run robustness --scale $(SCALE) $(if $(DATA),--data $(DATA))
 	$(VPY) -m figures.robustness --scale $(SCALE)
 
@@ -65,10 +67,10 @@ figures-results: table3 fig3-results table4 fig4b-results
 figures: digital_cost
 	$(VPY) -m figures all $(FIGURE_ARGS)
 
-figure2 figure3 figure4: setup
+figure2 figure3 figure4: core
 	$(VPY) -m figures $(subst figure,fig,$@) $(FIGURE_ARGS)
 
-digital_cost: setup
+digital_cost: core
 	$(VPY) -m tables.digital_cost --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 # the trained cells Figures 3 and 4(b) read (Table 3 and Table 4 cells come from `make table3 table4`)
