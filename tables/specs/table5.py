@@ -15,6 +15,7 @@ SPEC = TableSpec(
         "Every conv layer quantized (Lloyd / GDQ), fine-tuned from the float model (Algorithm 1).",
         "Multi-scale test: mmseg's packaged tta_pipeline (scales 0.5-1.75 and flips, averaged).",
         "Proxy scale: PSPNet with a ResNet-18-D8 backbone at 1/4 width, random init, on the generated "
-        "VOC-format shapes dataset: its numbers are not comparable to the paper's, only their ordering is.",
+        "VOC-format shapes dataset, tested at 0.75/1.0/1.25 of its training scale with flips: its numbers "
+        "are not comparable to the paper's, only their ordering is.",
     ),
 )
