@@ -210,6 +210,9 @@ def test_hefan_threshold_gradient_is_clamped_as_the_official_script(gaussian_wei
     free.fit(gaussian_weights)
     (1e3 * free(gaussian_weights).abs().sum()).backward()
     assert float(free.delta.grad.abs()) > 1e-2
+    for _ in range(3):
+        hefan(gaussian_weights)
+    assert not hefan.delta._backward_hooks  # per-forward hooks live on the graph, not on the parameter
 
 
 def test_apot_and_lqnet_level_sets():

@@ -125,7 +125,7 @@ class HeFan(_Ternary):
 
     def quantize(self, w: Tensor) -> Tensor:
         mu, sigma = w.mean(), w.std().clamp_min(1e-12)
-        delta = self.delta.to(w)
+        delta = self.delta.to(w).clone()  # a fresh node per forward: the hook must not pile up on the leaf
         if delta.requires_grad:
             delta.register_hook(lambda g: g.clamp(-self.grad_clip, self.grad_clip))
         big = delta.abs().clamp(max=3 * sigma)
