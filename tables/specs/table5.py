@@ -13,7 +13,7 @@ SPEC = TableSpec(
     ),
     notes=(
         "Every conv layer quantized (Lloyd / GDQ), fine-tuned from the float model (Algorithm 1).",
-        "Multi-scale test: mmseg's packaged tta_pipeline (scales 0.5-1.75 and flips, averaged).",
+        "Multi-scale test (paper scale): mmseg's packaged tta_pipeline, scales 0.5-1.75 and flips, averaged.",
         "Proxy scale: PSPNet with a ResNet-18-D8 backbone at 1/4 width, random init, on the generated "
         "VOC-format shapes dataset, tested at 0.75/1.0/1.25 of its training scale with flips: its numbers "
         "are not comparable to the paper's, only their ordering is.",
