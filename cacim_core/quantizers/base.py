@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-_REGISTRY: dict[str, type[Quantizer]] = {}
+from ..registry import Registry
 
 
 class Quantizer(nn.Module):
@@ -85,15 +85,19 @@ def check_finite(w: Tensor) -> None:
         )
 
 
+def _check_quantizer(cls: object) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
+        raise TypeError(f"{cls!r} must subclass cacim_core.quantizers.Quantizer")
+
+
+QUANTIZERS: Registry[type[Quantizer]] = Registry("quantizer", check=_check_quantizer)
+
+
 def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
     """Class decorator: `@register("mine")` makes `build("mine", levels=...)` and every table know it."""
 
     def wrap(cls: type[Quantizer]) -> type[Quantizer]:
-        if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
-            raise TypeError(f"{cls!r} must subclass cacim_core.quantizers.Quantizer")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"quantizer name {name!r} is taken by {_REGISTRY[name].__name__}; pick another")
-        _REGISTRY[name] = cls
+        QUANTIZERS.register(name)(cls)
         cls.registered_name = name
         return cls
 
@@ -101,13 +105,11 @@ def register(name: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return QUANTIZERS.names()
 
 
 def build(name: str, levels: int, **kwargs) -> Quantizer:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown quantizer {name!r}; registered: {', '.join(names())}")
-    return _REGISTRY[name](levels=levels, **kwargs)
+    return QUANTIZERS.get(name)(levels=levels, **kwargs)
 
 
 def nearest(w: Tensor, values: Tensor) -> Tensor:

@@ -1,0 +1,60 @@
+"""One registry helper for everything built by name (quantizers, noise models, models, experiments).
+
+Like mmengine's `Registry` and timm's `register_model`, but small: `reg.register("name")` is a decorator,
+`reg.get("name")` returns what was registered, `reg.build("name", **kw)` calls it, and an unknown name is
+an error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> object (a class or a factory function) for one kind of thing."""
+
+    def __init__(self, kind: str, check: Callable[[Any], None] | None = None) -> None:
+        self.kind = kind
+        self._check = check
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator; without a name, the function's or class's own `__name__` is used (as timm does)."""
+
+        def wrap(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            if self._check is not None:
+                self._check(obj)
+            if key in self._items and self._items[key] is not obj:
+                old = self._items[key]
+                if getattr(old, "__qualname__", None) != getattr(obj, "__qualname__", None) or getattr(
+                    old, "__module__", None
+                ) != getattr(obj, "__module__", None):
+                    raise ValueError(f"{self.kind} name {key!r} is taken by {old!r}; pick another")
+            self._items[key] = obj  # the same definition imported again (a reloaded plugin) replaces itself
+            return obj
+
+        return wrap
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
+        return self._items[name]
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
