@@ -36,19 +36,34 @@ lint: core
 bench: core
 	$(VPY) -m benchmarks.bench
 
-# Classification tables (benchmarks/experiments/*.py), then their rendering (tables/out/<name>.md/.tex/.csv).
-# make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,uniform] [PLUGIN=my_module]
+# Every table and figure result set runs through one CLI (`python -m benchmarks run <name>`), then its rendering
+# (tables/out/<scale>/<name>.md/.tex/.csv). Options, for every table:
+# make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,mine] [PLUGIN=my_module|file.py]
+#             [SEEDS=0,1,2] [WORKERS=2] [FORCE=1] [RERUN_STALE=1]
+RUN = $(VPY) -m benchmarks run
+RUN_FLAGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	$(if $(METHODS),--methods $(METHODS)) $(foreach p,$(subst $(comma), ,$(PLUGIN)),--plugin $(p)) \
+	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force) \
+	$(if $(RERUN_STALE),--rerun-stale)
+comma := ,
 CLASSIFICATION_TABLES := table1 table2 table3 delta
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): core
-	$(VPY) -m benchmarks run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-		$(if $(METHODS),--methods $(METHODS)) $(if $(PLUGIN),--plugin $(PLUGIN)) $(if $(FORCE),--force)
+	$(RUN) $@ $(RUN_FLAGS)
 	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
+
+# Compare a quantizer against baselines (paired by seed, 95% CIs); runs the missing cells first:
+# make compare TABLE=table3 METHOD=mine AGAINST=lloyd,uniform PLUGIN=my_module [SEEDS=0,1,2,3,4]
+TABLE ?= table3
+.PHONY: compare
+compare: $(if $(filter table4 table5,$(TABLE)),setup,core)
+	$(RUN) $(TABLE) $(RUN_FLAGS) --methods $(METHOD),$(AGAINST)
+	$(VPY) -m benchmarks compare $(TABLE) --method $(METHOD) --against $(AGAINST) --scale $(SCALE)
 
 .PHONY: robustness
 # Accuracy vs test-time noise and vs ADC bits (README: Beyond the paper); figures/out/robustness*.png/.pdf
 robustness: core
-	$(VPY) -m benchmarks run robustness --scale $(SCALE) $(if $(DATA),--data $(DATA))
+	$(RUN) robustness $(RUN_FLAGS)
 	$(VPY) -m figures.robustness --scale $(SCALE)
 
 # ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=)
@@ -56,12 +71,10 @@ CHECKPOINT ?=
 CONDUCTANCES ?=
 FIGURE_ARGS = --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 	$(if $(CONDUCTANCES),--conductances $(CONDUCTANCES))
-RUN_ARGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) --plugin figures.experiments
 .PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results figures-results
 
 # Everything the figures read, at $(SCALE) (resumable: finished cells are skipped). On a fresh machine
-# `make figures-results figures` is the whole path (proxy, 2-core machine: 36 min measured with other jobs
-# running; idle parts: classification 3.5 min, table4 15 min, fig4b SSD 8 min).
+# `make figures-results figures` is the whole path.
 figures-results: table3 fig3-results table4 fig4b-results
 
 figures: digital_cost
@@ -75,17 +88,15 @@ digital_cost: core
 
 # the trained cells Figures 3 and 4(b) read (Table 3 and Table 4 cells come from `make table3 table4`)
 fig3-results: delta
-	$(VPY) -m benchmarks run fig3 $(RUN_ARGS)
+	$(RUN) fig3 $(RUN_FLAGS)
 
-# fig4b: ResNet-18b bars (classification runner), then SSD bars (fine-tuned from Table 4's float SSD;
-# at paper scale VOC_DATA= is the folder holding VOCdevkit/, DATA= the ImageNet one)
+# fig4b: ResNet-18b (torch loop) and SSD (mmengine, fine-tuned from Table 4's float SSD) in one experiment;
+# at paper scale DATA= must hold both the ImageNet folders and VOCdevkit/
 fig4b-results: setup
-	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks run fig4b $(RUN_ARGS)
-	CONDUCTANCES=$(CONDUCTANCES) $(VPY) -m benchmarks.openmmlab.run fig4b --scale $(SCALE) \
-		$(if $(VOC_DATA),--data $(VOC_DATA))
+	CONDUCTANCES=$(CONDUCTANCES) $(RUN) fig4b $(RUN_FLAGS)
 
 # Tables 4/5 (OpenMMLab: SSD300 / PSPNet with CacimHook); `setup` installs the stack (docs/openmmlab.md).
 .PHONY: table4 table5
 table4 table5: setup
-	$(VPY) -m benchmarks.openmmlab.run $@ --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(FORCE),--force)
+	$(RUN) $@ $(RUN_FLAGS)
 	$(VPY) -m tables.render $@ --scale $(SCALE)

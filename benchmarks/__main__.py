@@ -1,4 +1,8 @@
-"""CLI: `python -m benchmarks run table3 --scale proxy [--data DIR] [--methods a,b] [--plugin mod]`."""
+"""CLI for every table and figure result set:
+
+python -m benchmarks run table3 --scale proxy [--data DIR] [--methods a,b] [--plugin mod_or_file.py]
+python -m benchmarks list table4 --scale smoke
+"""
 
 from __future__ import annotations
 
@@ -6,49 +10,89 @@ import argparse
 import sys
 
 from benchmarks.data import DatasetError
-from benchmarks.experiments import SCALES, cells, experiment_names
+from benchmarks.experiments import SCALES, cells
 from benchmarks.results import RecordExistsError, is_finished
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description="cacim classification benchmarks"
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="table1..table5, delta, robustness, fig3, fig4b (or a plugin's)")
+    p.add_argument("--scale", default="proxy", choices=SCALES)
+    p.add_argument("--methods", default="", help="comma-separated quantizer names (default: the table's)")
+    p.add_argument(
+        "--plugin", action="append", default=[], help="module or .py file to import first (repeatable)"
     )
+    p.add_argument("--results", default="results", help="results store root (default: results)")
+    p.add_argument("--seeds", default="", help="comma-separated training seeds (default: the scale's)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="cacim benchmarks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, helptext in (
-        ("run", "train and evaluate every unfinished cell"),
-        ("list", "list cells and status"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("experiment", help="table1, table2, table3, delta (or one a plugin registers)")
-        p.add_argument("--scale", default="proxy", choices=SCALES)
-        p.add_argument("--methods", default="", help="comma-separated quantizer names (default: the table's)")
-        p.add_argument("--plugin", action="append", default=[], help="module to import first (repeatable)")
-        p.add_argument("--results", default="results", help="results store root (default: results)")
-    run_p = sub.choices["run"]
-    run_p.add_argument("--data", default=None, help="dataset root (cifar10 / imagenet layouts; see README)")
+    run_p = sub.add_parser("run", help="train and evaluate every unfinished cell")
+    _common(run_p)
+    _common(sub.add_parser("list", help="list cells and status"))
+    plan_p = sub.add_parser("plan", help="cells, steps, images and GPU-hours of a run, before starting it")
+    plan_p.add_argument("experiment")
+    plan_p.add_argument("--scale", default="paper", choices=SCALES)
+    plan_p.add_argument("--gpus", type=int, default=1)
+    plan_p.add_argument("--results", default="results")
+    plan_p.add_argument("--data", default=None, help="needed only to count a proxy dataset")
+    cmp_p = sub.add_parser("compare", help="paired differences of gaps (95% CI over seeds) from the store")
+    cmp_p.add_argument("experiment")
+    cmp_p.add_argument("--method", required=True, help="the quantizer to judge")
+    cmp_p.add_argument("--against", required=True, help="comma-separated baselines")
+    cmp_p.add_argument("--scale", default="proxy", choices=SCALES)
+    cmp_p.add_argument(
+        "--metric", default=None, help="default: gap_top1 (classification), else the first gap"
+    )
+    cmp_p.add_argument("--results", default="results")
+    cmp_p.add_argument(
+        "--out", default="tables/out", help="writes <out>/<scale>/compare_<table>_<method>.md/.csv"
+    )
+    run_p.add_argument("--data", default=None, help="dataset root (cifar10 / imagenet / VOC layouts; README)")
     run_p.add_argument(
         "--weights", default=None, help="folder with float checkpoints (default: DATA/weights)"
     )
-    run_p.add_argument("--force", action="store_true", help="recompute and overwrite finished cells")
+    run_p.add_argument("--force", action="store_true", help="recompute and overwrite every finished cell")
+    run_p.add_argument("--rerun-stale", action="store_true", help="recompute cells whose code/recipe changed")
+    run_p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    run_p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible")
     run_p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        return _compare(args)
+    if args.command == "plan":
+        from benchmarks.plan import bill, render
+
+        try:
+            print(
+                render(
+                    bill(args.experiment, args.scale, args.results, args.data),
+                    args.experiment,
+                    args.scale,
+                    args.gpus,
+                ),
+                end="",
+            )
+        except (KeyError, ValueError) as exc:
+            print(f"error: {str(exc).strip(chr(39))}", file=sys.stderr)
+            return 2
+        return 0
     methods = [m for m in args.methods.split(",") if m] or None
 
     from benchmarks import runner  # imports torch and cacim_core: after argument errors are reported
 
     try:
+        seeds = [int(s) for s in args.seeds.split(",") if s] or None
         for plugin in args.plugin:
             runner.load_plugin(plugin)
-        if args.experiment not in experiment_names():
-            raise runner.SetupError(
-                f"unknown experiment {args.experiment!r}; known: {', '.join(experiment_names())}"
-            )
         if args.command == "list":
-            for cell in cells(args.experiment, args.scale, methods):
+            for cell in cells(args.experiment, args.scale, methods, seeds):
                 done = is_finished(args.results, cell.experiment, args.scale, cell.id)
                 print(f"{'done' if done else 'todo'}  {cell.id}  ({cell.model} on {cell.dataset})")
             return 0
+        if args.workers < 1:
+            raise runner.SetupError(f"--workers must be >= 1, got {args.workers}")
         runner.run(
             args.experiment,
             args.scale,
@@ -58,10 +102,34 @@ def main(argv: list[str] | None = None) -> int:
             methods,
             args.force,
             progress=not args.no_progress,
+            rerun_stale=args.rerun_stale,
+            seeds=seeds,
+            workers=args.workers,
+            device=args.device,
         )
-    except (runner.SetupError, DatasetError, RecordExistsError, ValueError) as exc:
+    except (runner.SetupError, DatasetError, RecordExistsError, ValueError, KeyError) as exc:
+        print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks.compare import compare, to_frame, to_markdown
+    from benchmarks.results import atomic_write, load
+
+    try:
+        frame = load(args.experiment, args.scale, args.results)
+        found = compare(frame, args.method, [m for m in args.against.split(",") if m], args.metric)
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    text = to_markdown(args.experiment, args.scale, found)
+    stem = Path(args.out) / args.scale / f"compare_{args.experiment}_{args.method}"
+    atomic_write(stem.with_suffix(".md"), text)
+    atomic_write(stem.with_suffix(".csv"), to_frame(found).to_csv(index=False))
+    print(text + f"\nwrote {stem}.md, {stem}.csv")
     return 0
 
 

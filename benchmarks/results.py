@@ -1,7 +1,13 @@
-"""The results store: one JSON record per finished cell, written atomically, plus resumable checkpoints.
+"""The results store: typed records (one JSON per finished cell and seed), checkpoints, claims, and `load`.
 
-Layout: ``<root>/<experiment>/<scale>/<cell_id>.json`` (finished cells) and
-``<root>/<experiment>/<scale>/.ckpt/<cell_id>.pt`` (the last finished epoch of an interrupted cell).
+Layout under a root (default `results/`):
+``<experiment>/<scale>/<cell_id>.json``         a finished cell (a `Record`), atomic, never replaced silently;
+``<experiment>/<scale>/.ckpt/<cell_id>.pt``     the last checkpoint of an interrupted cell (torch loop);
+``<experiment>/<scale>/.work/<cell_id>/``       an mmengine cell's work_dir (its own checkpoints, logs);
+``<experiment>/<scale>/.claims/<cell_id>.json`` who is training a cell now (host, pid, heartbeat);
+``_float/<scale>/<key>.pt``                     float models, shared by every cell that starts from them.
+
+Everything that reads results (tables, figures, `compare`) goes through `load_records` or `load`.
 """
 
 from __future__ import annotations
@@ -10,96 +16,241 @@ import functools
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-REQUIRED_FIELDS = (
-    "experiment",
-    "cell",
-    "scale",
-    "model",
-    "dataset",
-    "method",
-    "levels",
-    "noise_train",
-    "noise_eval",
-    "first_last",
-    "seed",
-    "trials",
-    "metrics",
-    "refits",
-    "dataset_fingerprint",
-    "code_version",
-    "wall_time_s",
-    "finished_at",
-)
+SCHEMA = 2
 
 
 class RecordExistsError(FileExistsError):
     """A finished record is never overwritten silently."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+@dataclass(frozen=True)
+class Metric:
+    """One measured number: mean and sample std over `n` noise draws of one trained model (n=1: one pass)."""
+
+    mean: float
+    std: float = 0.0
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """The same trained model evaluated under other test conditions (robustness curves)."""
+
+    noise: float
+    adc_bits: int | None
+    metrics: dict[str, Metric]
+
+
+@dataclass
+class Record:
+    """Everything needed to reproduce one finished cell at one seed, and what it measured."""
+
+    experiment: str
+    cell: str
+    scale: str
+    seed: int
+    arch: str
+    model: str
+    dataset: str
+    method: str
+    levels: int | None
+    first_last: str
+    noise_train: float
+    noise_eval: float
+    metrics: dict[str, Metric]
+    init: str = "pretrained"
+    noise_eval_file: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    sweep: list[SweepPoint] = field(default_factory=list)
+    refits: dict[str, int] = field(default_factory=dict)
+    dataset_fingerprint: str = ""
+    code_version: str = ""
+    source_hash: str = ""  # the quantizer class's source (and the plugin module's): a changed one is stale
+    recipe: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    world_size: int = 1
+    wall_time_s: float = 0.0
+    resumed: bool = False
+    finished_at: str = ""
+    schema: int = SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        if data.get("schema") != SCHEMA:
+            data = _from_legacy(data)
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["metrics"] = {k: Metric(**m) for k, m in data["metrics"].items()}
+        data["sweep"] = [
+            SweepPoint(p["noise"], p["adc_bits"], {k: Metric(**m) for k, m in p["metrics"].items()})
+            for p in data.get("sweep", [])
+        ]
+        return cls(**data)
+
+
+def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 (flat metrics, `<name>_std` siblings, `<name>@noise<d>/adc<b>` sweep keys) -> schema 2."""
+    flat, trials = data["metrics"], int(data.get("trials", 1))
+    metrics: dict[str, dict] = {}
+    sweep: dict[tuple[float, int | None], dict[str, dict]] = {}
+    for key, value in flat.items():
+        name, _, where = key.partition("@")
+        if name.endswith("_std") and name.removesuffix("_std") in {k.partition("@")[0] for k in flat}:
+            continue
+        std_key = f"{name}_std" + (f"@{where}" if where else "")
+        metric = {
+            "mean": float(value),
+            "std": float(flat.get(std_key, 0.0)),
+            "n": trials if std_key in flat else 1,
+        }
+        if not where:
+            metrics[name] = metric
+            continue
+        noise, _, adc = where.removeprefix("noise").partition("/adc")
+        sweep.setdefault((float(noise), int(adc) if adc else None), {})[name] = metric
+    data = {**data, "metrics": metrics, "schema": SCHEMA}
+    data["sweep"] = [
+        {"noise": n, "adc_bits": b, "metrics": m} for (n, b), m in sorted(sweep.items(), key=str)
+    ]
+    data.setdefault("arch", data.get("model", ""))
+    data["levels"] = data.get("levels")
+    data["resumed"] = bool(data.get("resumed_from_epoch", 0))
+    return data
+
+
+# ---------------------------------------------------------------- paths and atomic writes
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write via a temporary file and a rename; the file gets the user's umask (mkstemp would give 0600)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def cell_dir(root: str | Path, experiment: str, scale: str) -> Path:
+    return Path(root) / experiment / scale
 
 
 def record_path(root: str | Path, experiment: str, scale: str, cell_id: str) -> Path:
-    return Path(root) / experiment / scale / f"{cell_id}.json"
+    return cell_dir(root, experiment, scale) / f"{cell_id}.json"
 
 
 def checkpoint_path(root: str | Path, experiment: str, scale: str, cell_id: str) -> Path:
-    return Path(root) / experiment / scale / ".ckpt" / f"{cell_id}.pt"
+    return cell_dir(root, experiment, scale) / ".ckpt" / f"{cell_id}.pt"
+
+
+def work_dir(root: str | Path, experiment: str, scale: str, cell_id: str) -> Path:
+    return cell_dir(root, experiment, scale) / ".work" / cell_id
+
+
+def float_path(root: str | Path, scale: str, key: str) -> Path:
+    return Path(root) / "_float" / scale / f"{key}.pt"
 
 
 def is_finished(root: str | Path, experiment: str, scale: str, cell_id: str) -> bool:
     return record_path(root, experiment, scale, cell_id).is_file()
 
 
-def write_record(root: str | Path, record: dict[str, Any], overwrite: bool = False) -> Path:
+# ---------------------------------------------------------------- records
+def write_record(root: str | Path, record: Record, overwrite: bool = False) -> Path:
     """Write one finished cell; refuses to replace an existing record unless `overwrite` is asked for."""
-    missing = [k for k in REQUIRED_FIELDS if k not in record]
-    if missing:
-        raise ValueError(f"record for cell {record.get('cell')!r} lacks fields: {', '.join(missing)}")
-    path = record_path(root, record["experiment"], record["scale"], record["cell"])
+    if not isinstance(record, Record):
+        raise TypeError(f"write_record takes a Record, got {type(record).__name__}")
+    path = record_path(root, record.experiment, record.scale, record.cell)
     if path.exists() and not overwrite:
         raise RecordExistsError(
             f"{path} already holds a finished result; delete it (or pass --force) to recompute it"
         )
-    _atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
-    return path
+    return atomic_write(path, record.to_json())
+
+
+def read_record(path: Path) -> Record:
+    try:
+        return Record.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{path}: unreadable record ({type(exc).__name__}: {exc}); delete it and rerun its table to "
+            "recompute it"
+        ) from exc
 
 
 def load_records(
     root: str | Path = "results", experiment: str | None = None, scale: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Every finished record under `root`, optionally filtered, sorted by (experiment, scale, cell)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    pattern = f"{experiment or '*'}/{scale or '*'}/*.json"
-    records = []
-    for path in sorted(root.glob(pattern)):
-        with open(path) as f:
-            records.append(json.load(f))
-    return sorted(records, key=lambda r: (r["experiment"], r["scale"], r["cell"]))
+    paths = root.glob(f"{experiment or '*'}/{scale or '*'}/*.json")
+    records = [read_record(p) for p in paths if not p.parent.parent.name.startswith("_")]
+    return sorted(records, key=lambda r: (r.experiment, r.scale, r.cell))
 
 
+CELL_COLUMNS = (
+    "experiment", "cell", "scale", "seed", "arch", "model", "dataset", "method", "levels", "first_last",
+    "noise_train", "noise_eval", "noise_eval_file", "init", "dataset_fingerprint", "code_version",
+    "source_hash", "device", "wall_time_s", "finished_at",
+)  # fmt: skip
+
+
+def load(experiment: str | None = None, scale: str | None = None, root: str | Path = "results"):
+    """One row per finished cell and seed: the cell's fields, then `<metric>` (mean), `<metric>_std` and
+    `<metric>_n` for every metric, and one `opt_<name>` column per extra QuantConfig option."""
+    import pandas as pd
+
+    rows = []
+    for r in load_records(root, experiment, scale):
+        row: dict[str, Any] = {c: getattr(r, c) for c in CELL_COLUMNS}
+        row.update({f"opt_{k}": v for k, v in r.options.items()})
+        for name, m in r.metrics.items():
+            row.update({name: m.mean, f"{name}_std": m.std, f"{name}_n": m.n})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else list(CELL_COLUMNS))
+
+
+def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):
+    """Long form of every sweep point: cell fields, test noise, ADC bits, metric, mean, std, n."""
+    import pandas as pd
+
+    rows = []
+    for r in load_records(root, experiment, scale):
+        base = {c: getattr(r, c) for c in CELL_COLUMNS}
+        base["noise_samples"] = r.recipe.get("noise_samples", 1)
+        for p in r.sweep:
+            for name, m in p.metrics.items():
+                rows.append({**base, "test_noise": p.noise, "adc_bits": p.adc_bits, "metric": name,
+                             "mean": m.mean, "std": m.std, "n": m.n})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary file, then an atomic rename: a kill leaves the previous checkpoint whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +270,81 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+# ---------------------------------------------------------------- claims: two runs never train one cell twice
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 300.0
+
+
+class Claim:
+    """An atomic claim file (host, pid, heartbeat) on one cell; a heartbeat thread keeps it fresh.
+
+    `Claim.take(path)` returns None while another live process holds the cell. A claim whose process is gone
+    (same host, pid dead) or whose heartbeat is older than STALE_AFTER_S is taken over: the cell then resumes
+    from its checkpoint.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    @classmethod
+    def take(cls, path: Path, stale_after: float = STALE_AFTER_S) -> Claim | None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not _claim_is_stale(path, stale_after):
+                    return None
+                # rename wins for exactly one contender; the others see the fresh claim next round
+                grave = path.with_name(f".{path.name}.stale.{os.getpid()}")
+                try:
+                    os.replace(path, grave)
+                    grave.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": now_iso()}, f)
+            claim = cls(path)
+            claim._thread.start()
+            return claim
+        return None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        self.path.unlink(missing_ok=True)
+
+
+def _claim_is_stale(path: Path, stale_after: float) -> bool:
+    try:
+        info = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False  # being written right now: not stale
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return age > stale_after
+
+
+def claim_path(root: str | Path, experiment: str, scale: str, cell_id: str) -> Path:
+    return cell_dir(root, experiment, scale) / ".claims" / f"{cell_id}.json"
+
+
+# ---------------------------------------------------------------- provenance
 def fingerprint_files(paths: Iterable[Path], hash_contents: bool = True) -> str:
     """sha256 over relative names, sizes and (optionally) contents: identifies the exact data used."""
     h = hashlib.sha256()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-DEFAULT_CONDUCTANCES = Path(__file__).parent / "data" / "example_conductances.csv"
+from benchmarks.experiments.fig4b import DEFAULT_CONDUCTANCES
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from benchmarks.layers import Layer, load_layer
 from cacim_core import quantizers
 from figures import style
 from figures.context import Context, Missing, Rendered
-from figures.layer import Layer, load_layer
 
 METHODS = ("uniform", "log2", "lloyd")
 LEVELS = 8

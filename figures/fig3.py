@@ -13,52 +13,10 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from benchmarks.experiments.fig3 import PAIRS, Pair
+from benchmarks.results import Record
 from figures import store, style
 from figures.context import Context, Missing, Rendered
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One bar pair: our noisy model vs another method's noise-free one, at the same model and levels."""
-
-    model: str  # model family in the records ("resnet18", "resnet50", "ssd")
-    model_label: str
-    levels: int
-    noise: float  # delta our model was trained and evaluated with
-    other: str  # the other method's registry name
-    other_first_last: str  # that method's policy in the paper's number ("fp" = the paper's '*')
-    quoted_gap: float  # the paper's gap for the other method (percentage points)
-    quoted_from: str
-    metric: str  # "top1" or "mAP"
-    experiments: tuple[str, ...]  # experiments whose records may fill this pair
-    make_target: str
-
-
-# Table 3, the delta search (3% noise on ternary ResNet-18b) and the extra noisy cells of figures.experiments
-CLASSIFICATION = ("table3", "delta", "fig3")
-DETECTION = ("table4",)
-
-
-R18, R50 = ("resnet18", "ResNet-18b"), ("resnet50", "ResNet-50b")
-# fmt: off
-# (model, levels, our delta, other method, its first/last policy, its gap quoted from Table 3), paper order
-TABLE3_PAIRS = (
-    (R18, 3, 0.03, "hefan", "quantize", 3.9),
-    (R18, 8, 0.01, "lqnet", "fp",       1.0),
-    (R50, 3, 0.01, "hefan", "quantize", 2.1),
-    (R50, 4, 0.01, "lqnet", "fp",       1.3),
-    (R18, 4, 0.02, "lqnet", "fp",       2.3),
-)
-PAIRS = (
-    *(
-        Pair(*model, levels, delta, other, rule, gap, "paper: Table 3, ImageNet", "top1",
-             CLASSIFICATION, "make fig3-results")
-        for model, levels, delta, other, rule, gap in TABLE3_PAIRS
-    ),
-    Pair("ssd", "SSD", 3, 0.01, "yang", "quantize", 1.5, "paper: Table 4, VOC07", "mAP",
-         DETECTION, "make table4"),
-)
-# fmt: on
 
 
 @dataclass(frozen=True)
@@ -71,42 +29,42 @@ class Bar:
     dataset: str | None = None
 
 
-def ours_bar(pair: Pair, records: list[dict]) -> Bar:
+def ours_bar(pair: Pair, records: list[Record]) -> Bar:
     """Our Lloyd model with noise: the record with the paper's delta, else any noisy one (its delta shown)."""
     noisy = [
         r
         for r in store.select(records, method="lloyd", levels=pair.levels, model=pair.model)
-        if r.get("experiment") in pair.experiments
-        if store.is_noise(r.get("noise_train"))
-        and store.is_noise(r.get("noise_eval"))
-        and not store.is_measured_noise(r.get("noise_eval"))
+        if r.experiment in pair.experiments
+        and r.noise_train > 0
+        and r.noise_eval > 0
+        and not r.noise_eval_file
     ]
-    exact = [r for r in noisy if abs(float(r["noise_train"]) - pair.noise) < 1e-9]
-    record = store.latest(exact or noisy)
-    found = store.gap(record, pair.metric) if record else None
+    exact = [r for r in noisy if abs(r.noise_train - pair.noise) < 1e-9]
+    cell = store.same_cell(exact or noisy)
+    found = store.gap(cell, pair.metric) if cell else None
     name = f"{pair.levels}L {pair.model_label} | Ours w/ {pair.noise:.0%} noise"
     if found is None:
         return Bar(name, "lloyd", None)
-    delta = float(record["noise_train"])
+    delta = cell[0].noise_train
     if not exact:
         name = f"{pair.levels}L {pair.model_label} | Ours w/ {delta:.0%} noise (paper: {pair.noise:.0%})"
-    return Bar(name, "lloyd", found.value, found.std, dataset=record.get("dataset"))
+    return Bar(name, "lloyd", found.value, found.std, dataset=cell[0].dataset)
 
 
-def other_bar(pair: Pair, records: list[dict], dataset: str | None) -> Bar:
+def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
     """The other method without noise: measured on our bar's dataset if present, else the paper's (quoted)."""
     clean = [
         r
         for r in store.select(
             records, method=pair.other, levels=pair.levels, model=pair.model, first_last=pair.other_first_last
         )
-        if r.get("experiment") in pair.experiments
-        and not store.is_noise(r.get("noise_train"))
-        and not store.is_noise(r.get("noise_eval"))
-        and (dataset is None or r.get("dataset") == dataset)  # a gap on other data is no comparison
+        if r.experiment in pair.experiments
+        and r.noise_train == 0
+        and r.noise_eval == 0
+        and (dataset is None or r.dataset == dataset)  # a gap on other data is no comparison
     ]
-    record = store.latest(clean)
-    found = store.gap(record, pair.metric) if record else None
+    cell = store.same_cell(clean)
+    found = store.gap(cell, pair.metric) if cell else None
     star = "*" if pair.other_first_last == "fp" else ""
     name = f"{pair.levels}L {pair.model_label} | {style.label(pair.other)}{star} w/o noise"
     if found is None:

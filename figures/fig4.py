@@ -22,15 +22,16 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
+from benchmarks.experiments.fig4b import SIMULATED_DELTA
+from benchmarks.layers import Layer, load_layer
+from benchmarks.results import Record
 from cacim_core import quantizers
 from cacim_core.device import ConductanceMap
 from cacim_core.measured import MeasuredConductances
 from figures import store, style
 from figures.context import Context, Missing, Rendered
-from figures.layer import Layer, load_layer
 
 LEVELS = 4
-SIMULATED_DELTA = 0.02  # measured std 0.32 uS ~ 0.02 * |G|max (section 4.4)
 SEED = 0
 BINS = 160
 EXPERIMENT = "fig4b"
@@ -75,13 +76,11 @@ def layer_conductances(layer: Layer, levels: int = LEVELS) -> Tensor:
         return ConductanceMap().differential(quantizer(layer.weight)).flatten().double()
 
 
-def weight_type(record: dict) -> str | None:
+def weight_type(record: Record) -> str | None:
     """A, B or C of Figure 4(b) from a record's training and evaluation noise fields."""
-    trained_with_nats = store.is_noise(record.get("noise_train"))
-    evaluated = record.get("noise_eval")
-    if store.is_measured_noise(evaluated) or record.get("noise_eval_file"):
-        return "measured" if trained_with_nats else "measured_no_nats"
-    if trained_with_nats and store.is_noise(evaluated):
+    if record.noise_eval_file:
+        return "measured" if record.noise_train > 0 else "measured_no_nats"
+    if record.noise_train > 0 and record.noise_eval > 0:
         return "simulated"
     return None
 
@@ -129,14 +128,14 @@ def plot_distribution(
     ax.legend(loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
 
 
-def gap_table(records: list[dict]) -> dict[tuple[str, str], store.Gap | None]:
+def gap_table(records: list[Record]) -> dict[tuple[str, str], store.Gap | None]:
     """(group label, weight type) -> gap of the newest matching fig4b record, or None."""
     table = {}
     for group in GROUPS:
         cell = store.select(records, model=group.family, levels=group.levels)
         for wtype in WEIGHT_TYPES:
-            record = store.latest([r for r in cell if weight_type(r) == wtype.key])
-            table[group.label, wtype.key] = store.gap(record, group.metric) if record else None
+            same = store.same_cell([r for r in cell if weight_type(r) == wtype.key])
+            table[group.label, wtype.key] = store.gap(same, group.metric) if same else None
     return table
 
 

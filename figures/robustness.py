@@ -9,87 +9,97 @@ Reads only `results/robustness/<scale>/`; never trains.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from benchmarks.experiments.robustness import COMPARE_NOISE  # noqa: E402
-from benchmarks.results import load_records  # noqa: E402
+from benchmarks.results import atomic_write, load, load_sweeps  # noqa: E402
+from benchmarks.stats import t_interval  # noqa: E402
 
-KEY = re.compile(r"^top1@noise(?P<delta>[0-9.e-]+)(?:/adc(?P<bits>\d+))?$")
 AXES = {"noise": "test-time weight noise delta (%)", "adc": "ADC bits"}
 ROWS = ("training noise / HA-SGD (lloyd)", f"quantizers, trained at {COMPARE_NOISE:.0%}")
-CSV_HEADER = ["cell", "method", "levels", "noise_train", "noise_samples", "axis", "x", "top1", "top1_std"]
 
 
-def label(record: dict[str, Any]) -> str:
-    samples, epochs = record["recipe"]["noise_samples"], record["recipe"]["epochs"]
-    if samples > 1:
-        return f"HA-SGD L={samples}, train {record['noise_train']:.0%} ({epochs} ep)"
-    return f"NATS train {record['noise_train']:.0%}"
+def label(cell: pd.Series) -> str:
+    found = re.search(r"-L(\d+)e(\d+)", cell["curve"])
+    if found:
+        return f"HA-SGD L={found[1]}, train {cell['noise_train']:.0%} ({found[2]} ep)"
+    return f"NATS train {cell['noise_train']:.0%}"
 
 
-def points(record: dict[str, Any], axis: str) -> list[tuple[float, float, float]]:
-    """(x, mean, std) of one record's sweep along `axis`, sorted by x."""
-    out = []
-    for key, mean in record["metrics"].items():
-        match = KEY.match(key)
-        if match is None or (match["bits"] is None) != (axis == "noise"):
-            continue
-        x = 100 * float(match["delta"]) if axis == "noise" else int(match["bits"])
-        out.append((x, mean, record["metrics"][key.replace("top1@", "top1_std@")]))
-    return sorted(out)
+def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """One point per (cell without seed, x): mean over seeds, band = 95% CI over seeds (several seeds) or
+    the std over one model's noise draws (one seed)."""
+    top1 = sweeps[(sweeps["metric"] == "top1") & (sweeps["adc_bits"].isna() == (axis == "noise"))].copy()
+    top1["x"] = top1["test_noise"] * 100 if axis == "noise" else top1["adc_bits"]
+    top1["curve"] = [c.replace(f"-s{s}", "", 1) for c, s in zip(top1["cell"], top1["seed"], strict=True)]
+    rows = []
+    for (curve, x), group in top1.groupby(["curve", "x"]):
+        interval = t_interval(group["mean"].tolist())
+        band = interval.half if interval.n >= 2 else float(group["std"].iloc[0])
+        first = group.iloc[0]
+        rows.append(
+            {
+                "curve": curve,
+                "x": x,
+                "top1": interval.mean,
+                "band": band,
+                "seeds": interval.n,
+                "draws": int(first["n"]),
+                "method": first["method"],
+                "levels": first["levels"],
+                "noise_train": first["noise_train"],
+                "noise_samples": first["noise_samples"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
-def panels(records: list[dict[str, Any]]) -> dict[tuple[int, int], list[tuple[str, dict[str, Any]]]]:
-    """(row, levels) -> [(legend, record)]: row 0 training noise and HA-SGD (Lloyd), row 1 quantizers."""
-    out: dict[tuple[int, int], list[tuple[str, dict[str, Any]]]] = {}
-    for r in records:
-        if r["method"] == "lloyd":
-            out.setdefault((0, r["levels"]), []).append((label(r), r))
-        if r["noise_train"] == COMPARE_NOISE and r["recipe"]["noise_samples"] == 1:
-            out.setdefault((1, r["levels"]), []).append((r["method"], r))
-    return out
-
-
-def plot(records: list[dict[str, Any]], axis: str, scale: str, stem: Path) -> list[Path]:
-    grid = panels(records)
-    levels = sorted({v for _, v in grid})
+def plot(
+    sweeps: pd.DataFrame, fp: float, axis: str, scale: str, stem: Path
+) -> tuple[list[Path], pd.DataFrame]:
+    points = curves(sweeps, axis)
+    levels = sorted(points["levels"].unique())
     fig, axes = plt.subplots(2, len(levels), figsize=(4.2 * len(levels), 7.5), squeeze=False, sharey=True)
     for col, v in enumerate(levels):
         for row, title in enumerate(ROWS):
             ax = axes[row][col]
-            for name, record in sorted(grid.get((row, v), []), key=lambda item: item[0]):
-                curve = points(record, axis)
-                if not curve:
-                    continue
-                xs, mean, std = zip(*curve, strict=True)
-                line = ax.plot(xs, mean, marker="o", ms=3, label=name)[0]
-                lo = [m - s for m, s in zip(mean, std, strict=True)]
-                hi = [m + s for m, s in zip(mean, std, strict=True)]
-                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2)
-            fp = [r["metrics"]["fp_top1"] for _, r in grid.get((row, v), [])]
-            if fp:
-                ax.axhline(fp[0], color="grey", ls="--", lw=1, label="float model")
+            here = points[points["levels"] == v]
+            if row == 0:
+                here = here[here["method"] == "lloyd"]
+            else:
+                here = here[(here["noise_train"] == COMPARE_NOISE) & (here["noise_samples"] == 1)]
+            for _curve, c in sorted(here.groupby("curve"), key=lambda item: item[0]):
+                c = c.sort_values("x")
+                name = label(c.iloc[0]) if row == 0 else c.iloc[0]["method"]
+                line = ax.plot(c["x"], c["top1"], marker="o", ms=3, label=name)[0]
+                ax.fill_between(
+                    c["x"], c["top1"] - c["band"], c["top1"] + c["band"], color=line.get_color(), alpha=0.2
+                )
+            ax.axhline(fp, color="grey", ls="--", lw=1, label="float model")
             ax.set_title(f"{v} levels: {title}", fontsize=9)
             ax.set_xlabel(AXES[axis])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
         axes[0][col].set_ylabel("top-1 (%)")
         axes[1][col].set_ylabel("top-1 (%)")
-    first = records[0]
-    what = "ADC output bits (test noise 2%)" if axis == "adc" else "test-time weight noise"
+    seeds, draws = int(points["seeds"].max()), int(points["draws"].max())
+    band = (
+        f"band: 95% CI over {seeds} seeds"
+        if seeds >= 2
+        else f"band: +-1 std over {draws} noise draws of one run"
+    )
+    first = sweeps.iloc[0]
+    title = "ADC output bits (test noise 2%)" if axis == "adc" else "test-time weight noise"
     fig.suptitle(
-        f"Top-1 vs {what}: {first['model']} on {first['dataset']}, {scale} scale (measured here; "
-        f"band: +-1 std over {first['trials']} noise draws)",
+        f"Top-1 vs {title}: {first['model']} on {first['dataset']}, {scale} scale (measured here; {band})",
         fontsize=10,
     )
     fig.tight_layout()
@@ -98,40 +108,42 @@ def plot(records: list[dict[str, Any]], axis: str, scale: str, stem: Path) -> li
         path = stem.with_suffix(f".{ext}")
         tmp = path.with_name(f".{path.name}.tmp.{ext}")
         fig.savefig(tmp, dpi=130)
-        os.replace(tmp, path)
+        tmp.replace(path)
         written.append(path)
     plt.close(fig)
-    return written
-
-
-def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_HEADER)
-        for r in records:
-            cell = [r["cell"], r["method"], r["levels"], r["noise_train"], r["recipe"]["noise_samples"]]
-            for axis in AXES:
-                for x, mean, std in points(r, axis):
-                    writer.writerow([*cell, axis, x, f"{mean:.2f}", f"{std:.2f}"])
-    os.replace(tmp, path)
-    return path
+    return written, points.assign(axis=axis)
 
 
 def render(
     results: str | Path = "results", scale: str = "proxy", out: str | Path = "figures/out"
 ) -> list[Path]:
-    records = load_records(results, experiment="robustness", scale=scale)
-    if not records:
+    sweeps = load_sweeps("robustness", scale, results)
+    if sweeps.empty:
         raise FileNotFoundError(
             f"no robustness results at scale {scale} under {results}/: "
             f"run `make robustness SCALE={scale}` first"
         )
+    fp = float(load("robustness", scale, results)["fp_top1"].mean())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = plot(records, "noise", scale, out / "robustness")
-    written += plot(records, "adc", scale, out / "robustness_adc")
-    written.append(write_csv(records, out / "robustness.csv"))
+    written, noise = plot(sweeps, fp, "noise", scale, out / "robustness")
+    more, adc = plot(sweeps, fp, "adc", scale, out / "robustness_adc")
+    table = pd.concat([noise, adc])[
+        [
+            "curve",
+            "method",
+            "levels",
+            "noise_train",
+            "noise_samples",
+            "axis",
+            "x",
+            "top1",
+            "band",
+            "seeds",
+            "draws",
+        ]
+    ]
+    written += more + [atomic_write(out / "robustness.csv", table.to_csv(index=False, float_format="%.3f"))]
     return written
 
 

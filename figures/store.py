@@ -1,42 +1,23 @@
-"""Read-only access to the results store for the figures: finding records and reading their metrics.
+"""Read-only access to the results store for the figures: selecting typed records and their gaps.
 
-Figures never train. They read records (schema in the project notes) and report which inputs are missing
-and which `make` target produces them.
+Figures never train. A bar is the mean over the training seeds of one cell (95% CI when there are several;
+with one seed, the spread of its noise draws, labelled as such).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def load_records(
-    root: str | Path = "results", experiment: str | None = None, scale: str | None = None
-) -> list[dict]:
-    """Records of the store; uses `benchmarks.results.load_records` when that module exists."""
-    try:
-        from benchmarks.results import load_records as store_loader
-    except ImportError:
-        return _read_json_records(Path(root), experiment, scale)
-    return store_loader(root=str(root), experiment=experiment, scale=scale)
+from benchmarks.results import Record
+from benchmarks.results import load_records as _load
+from benchmarks.stats import t_interval
 
 
-def _read_json_records(root: Path, experiment: str | None, scale: str | None) -> list[dict]:
-    """Fallback reader of `results/<experiment>/<scale>/<cell_id>.json` (until the store module lands)."""
-    if not root.exists():
-        return []
-    pattern = f"{experiment or '*'}/{scale or '*'}/*.json"
-    records = []
-    for path in sorted(root.glob(pattern)):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); delete it and rerun the experiment") from exc
-        records.append(record)
-    return records
+def load_records(root: str | Path = "results", experiment: str | None = None, scale: str | None = None):
+    return _load(root, experiment, scale)
 
 
 def model_family(name: str) -> str:
@@ -48,56 +29,39 @@ def model_family(name: str) -> str:
     return key
 
 
-def is_noise(value: object) -> bool:
-    """True for a nonzero numeric noise level or a named noise model such as 'measured'."""
-    if isinstance(value, str):
-        return value not in ("", "0", "none")
-    return value is not None and float(value) > 0
-
-
-def is_measured_noise(value: object) -> bool:
-    """Noise given by the empirical (measured conductance) model rather than a relative delta."""
-    return isinstance(value, str) and value.startswith("measured")
-
-
 @dataclass(frozen=True)
 class Gap:
-    """One gap in percentage points (FP minus quantized), with its std over noise draws (0 if none)."""
+    """One gap in percentage points (FP minus quantized): the mean over seeds and its uncertainty."""
 
     value: float
-    std: float
-    record: dict
+    std: float  # 95% CI half-width over seeds (n >= 2), else the std over one model's noise draws
+    n: int  # training seeds
+    record: Record
+
+    @property
+    def label(self) -> str:
+        return f"95% CI, n={self.n} seeds" if self.n >= 2 else "1 run, sd over noise draws"
 
 
-def gap(record: dict, metric: str) -> Gap | None:
-    """The `metric` gap of a record: `gap_<metric>` if stored, else `fp_<metric> - <metric>`."""
-    metrics = record.get("metrics", {})
-    if f"gap_{metric}" in metrics:
-        value = metrics[f"gap_{metric}"]
-        std = metrics.get(f"gap_{metric}_std", metrics.get(f"{metric}_std", 0.0))
-    elif metric in metrics and f"fp_{metric}" in metrics:
-        value = metrics[f"fp_{metric}"] - metrics[metric]
-        std = metrics.get(f"{metric}_std", 0.0)
-    else:
+def gap(records: list[Record], metric: str) -> Gap | None:
+    """The `metric` gap of one cell over its seeds (records as `same_cell` returns them)."""
+    values = [r.metrics[f"gap_{metric}"] for r in records if f"gap_{metric}" in r.metrics]
+    values = [m for m in values if math.isfinite(m.mean)]
+    if not values:
         return None
-    if value is None or not math.isfinite(float(value)):
-        return None
-    return Gap(float(value), float(std or 0.0), record)
+    if len(values) == 1:
+        return Gap(values[0].mean, values[0].std, 1, records[0])
+    interval = t_interval([m.mean for m in values])
+    return Gap(interval.mean, interval.half, interval.n, records[0])
 
 
-def select(records: Iterable[dict], **wanted: object) -> list[dict]:
+def select(records: Iterable[Record], **wanted: object) -> list[Record]:
     """Records whose fields equal every `wanted` value ('model' compares families; floats with tolerance)."""
-    chosen = []
-    for record in records:
-        if all(_field_matches(record, key, value) for key, value in wanted.items()):
-            chosen.append(record)
-    return chosen
+    return [r for r in records if all(_field_matches(r, key, value) for key, value in wanted.items())]
 
 
-def _field_matches(record: dict, key: str, value: object) -> bool:
-    if key not in record:
-        return False
-    have = record[key]
+def _field_matches(record: Record, key: str, value: object) -> bool:
+    have = getattr(record, key)
     if key == "model":
         return model_family(str(have)) == model_family(str(value))
     if isinstance(value, float) and isinstance(have, int | float):
@@ -105,8 +69,13 @@ def _field_matches(record: dict, key: str, value: object) -> bool:
     return have == value
 
 
-def latest(records: list[dict]) -> dict | None:
-    """The most recently finished record (several seeds/reruns of one cell: show the newest)."""
+def same_cell(records: list[Record]) -> list[Record]:
+    """Every seed of the most recently finished cell among `records` (several cells: show the newest)."""
     if not records:
-        return None
-    return max(records, key=lambda record: str(record.get("finished_at", "")))
+        return []
+    newest = max(records, key=lambda r: r.finished_at)
+
+    def key(r: Record) -> tuple[str, str]:
+        return r.experiment, r.cell.replace(f"-s{r.seed}", "-s*", 1)
+
+    return [r for r in records if key(r) == key(newest)]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.layers import Layer, load_layer
+from benchmarks.results import atomic_write
 from cacim_core import quantizers
-from figures.layer import Layer, load_layer
 
 LEVEL_COUNTS = (3, 4, 8)
 CODEBOOK_VALUE_BITS = 32  # one float32 per stored level
@@ -194,11 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = render(layer, [name for name in quantizers.names() if name != "lloyd_exact"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / "digital_cost.md"
-    tmp = target.with_suffix(f".md.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    target = atomic_write(args.out / args.scale / "digital_cost.md", text)
     print(f"wrote {target}")
     return 0
 

@@ -1,34 +1,36 @@
 """Render a table spec (data) + the results store + quoted reference numbers to Markdown, LaTeX and CSV.
 
-A table is described by a `TableSpec` (rows and columns that select records by field values); every
-measured number is printed with its scale and count (draws or seeds), every paper number is printed in a
-column marked "paper (quoted)". Renderers read only the store; they never train.
+Every measured number is the mean over training seeds with its 95% confidence interval (Student t) and n;
+with one seed, the number of that one run (and the spread of its noise draws, which is not run-to-run
+spread). Paper numbers sit in columns marked "paper (quoted)". Renderers read only the store.
 
     python -m tables.render table3 [table3_ptq ...] --scale proxy [--results results] [--out tables/out]
 
 Specs live in `tables/specs/<name>.py` as a module-level `SPEC`; reference numbers in
 `tables/reference/<name>.csv` with columns `row,column,value` (the value as printed in the paper).
+Output: `<out>/<scale>/<name>.md|.tex|.csv`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
-import io
 import math
-import os
+import statistics
 import sys
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import load_records
+import pandas as pd
+
+from benchmarks.compare import PaperClaim
+from benchmarks.results import atomic_write, load
+from benchmarks.stats import Interval, t_interval
 
 HERE = Path(__file__).resolve().parent
 MISSING = "-"
+OURS = "lloyd"
 
 
 @dataclass(frozen=True)
@@ -61,125 +63,162 @@ class TableSpec:
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = ()
     reference: str | None = None  # defaults to tables/reference/<name>.csv
-    # rows for a method the spec does not list (e.g. a plugin's quantizer): method -> rows
-    extra_rows: Callable[[str], tuple[Row, ...]] | None = None
+    claims: tuple[PaperClaim, ...] = ()  # the paper's claims this table can test (verdicts from records)
 
-    def with_extra_rows(self, records: list[dict[str, Any]]) -> TableSpec:
-        """The spec plus rows for every measured method that no row lists."""
+    def with_extra_rows(self, methods: set[str]) -> TableSpec:
+        """Rows for every measured method no row lists (e.g. a plugin's quantizer): a copy of each of our
+        (lloyd) rows with the method replaced, so it sits beside the baselines with the same cells."""
         listed = {row.match.get("method") for row in self.rows if row.match}
-        extra = sorted({r["method"] for r in records} - listed)
-        if not extra or self.extra_rows is None:
-            return self
-        return replace(self, rows=self.rows + tuple(row for m in extra for row in self.extra_rows(m)))
+        extra = []
+        for method in sorted(methods - listed - {"float"}):
+            for row in self.rows:
+                if row.match and row.match.get("method") == OURS and row.metrics is None:
+                    label = (
+                        row.label.replace("Ours", method) if "Ours" in row.label else f"{method} {row.label}"
+                    )
+                    extra.append(
+                        replace(row, label=f"{label} (plugin)", match={**row.match, "method": method})
+                    )
+        return replace(self, rows=self.rows + tuple(extra))
 
 
 @dataclass
 class Measured:
-    means: list[float]
-    stds: list[float | None]
-    count: int
-    unit: str  # "draws" (noise draws of one model), "seeds" (independently trained models) or "run"
+    """The numbers behind one cell of a rendered table: one interval per metric, over seeds."""
+
+    metrics: tuple[str, ...]
+    intervals: list[Interval]
+    draws: int  # noise draws per seed (1: a noise-free evaluation)
+    draw_sd: list[float]  # mean over seeds of the std over noise draws
     scale: str
 
+    @property
+    def seeds(self) -> int:
+        return self.intervals[0].n
+
     def text(self, digits: int) -> str:
-        parts = []
-        for mean, std in zip(self.means, self.stds, strict=True):
-            parts.append(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""))
-        return "/".join(parts) + f" [{self.scale}, n={self.count} {self.unit}]"
+        if self.seeds >= 2:
+            body = "/".join(f"{i.mean:.{digits}f} ± {i.half:.{digits}f}" for i in self.intervals)
+            return f"{body} [{self.scale}, 95% CI, n={self.seeds} seeds]"
+        body = "/".join(f"{i.mean:.{digits}f}" for i in self.intervals)
+        if self.draws > 1:
+            spread = "/".join(f"{s:.{digits}f}" for s in self.draw_sd)
+            return f"{body} [{self.scale}, 1 run; sd {spread} over {self.draws} noise draws]"
+        return f"{body} [{self.scale}, 1 run]"
 
 
 def load_reference(path: Path) -> dict[tuple[str, str], str]:
     """(row label, column header) -> the value exactly as the paper prints it."""
     if not path.is_file():
         return {}
-    with open(path, newline="") as f:
-        return {(r["row"], r["column"]): r["value"] for r in csv.DictReader(f)}
+    ref = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return {(r.row, r.column): r.value for r in ref.itertuples()}
 
 
-def _matches(record: dict[str, Any], match: dict[str, Any]) -> bool:
-    return all(record.get(key) == value for key, value in match.items())
+def select(frame: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for key, value in match.items():
+        if key not in frame:
+            return frame.iloc[0:0]
+        mask &= frame[key] == value
+    return frame[mask]
 
 
-def measure(records: list[dict[str, Any]], metrics: tuple[str, ...], scale: str) -> Measured | None:
-    """Aggregate the selected records: one record -> its noise-draw mean ± std; several -> across seeds."""
-    usable = [r for r in records if all(m in r["metrics"] for m in metrics)]
-    if not usable:
+def measure(frame: pd.DataFrame, metrics: tuple[str, ...], scale: str) -> Measured | None:
+    """Aggregate the selected records over seeds: per seed the noise-draw mean, then a t interval."""
+    if frame.empty or any(m not in frame or frame[m].isna().all() for m in metrics):
         return None
-    if len(usable) == 1:
-        values = usable[0]["metrics"]
-        stds = [values.get(f"{m}_std") for m in metrics]
-        noisy = any(s is not None for s in stds) and usable[0]["trials"] > 1
-        return Measured(
-            [float(values[m]) for m in metrics],
-            stds if noisy else [None] * len(stds),
-            usable[0]["trials"] if noisy else 1,
-            "draws" if noisy else "run",
-            scale,
-        )
-    means, stds = [], []
-    for m in metrics:
-        per_seed = [float(r["metrics"][m]) for r in usable]
-        mean = sum(per_seed) / len(per_seed)
-        means.append(mean)
-        stds.append(math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1)))
-    return Measured(means, stds, len(usable), "seeds", scale)
+    frame = frame.dropna(subset=list(metrics))
+    per_seed = frame.groupby("seed")
+    intervals = [t_interval(per_seed[m].mean().tolist()) for m in metrics]
+    draws = int(frame[f"{metrics[0]}_n"].max())
+    draw_sd = [float(frame[f"{m}_std"].mean()) for m in metrics]
+    return Measured(metrics, intervals, draws, draw_sd, scale)
 
 
-def build_rows(spec: TableSpec, records: list[dict[str, Any]], scale: str) -> list[dict[str, Any]]:
+def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[str, Any]]:
     """Long form: one entry per (row, column, source) with the text to print and the numbers behind it."""
     reference = load_reference(
         Path(spec.reference) if spec.reference else HERE / "reference" / f"{spec.name}.csv"
     )
     out = []
-    for index, row in enumerate(spec.rows):
+    for row in spec.rows:
         for col in spec.columns:
-            where = {"index": index, "row": row.label, "column": col.header}
+            where = {"row": row.label, "column": col.header}
             if col.static:
                 out.append({**where, "source": "label", "text": row.labels.get(col.header, "")})
                 continue
             out.append({**where, "source": "quoted", "text": reference.get((row.label, col.header), MISSING)})
+            measured = None
             if row.match is None:
-                text, measured = "not implemented here", None
+                text = "not implemented here"
             else:
-                selected = [r for r in records if _matches(r, {**row.match, **col.match})]
-                measured = measure(selected, row.metrics or col.metrics, scale)
+                measured = measure(
+                    select(frame, {**row.match, **col.match}), row.metrics or col.metrics, scale
+                )
                 text = measured.text(col.digits) if measured else "not run"
             out.append({**where, "source": "measured", "text": text, "measured": measured})
     return out
 
 
-def _grid(spec: TableSpec, cells: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["Method"]
-    for col in spec.columns:
-        header += [col.header] if col.static else [f"{col.header} (paper, quoted)", f"{col.header} (ours)"]
+def grid(spec: TableSpec, cells: list[dict[str, Any]]) -> pd.DataFrame:
+    """The table as the paper lays it out: one row per spec row, quoted and measured columns side by side."""
     lookup = {(c["row"], c["column"], c["source"]): c["text"] for c in cells}
-    body = []
+    rows = []
     for row in spec.rows:
-        line = [row.label]
+        line = {"Method": row.label}
         for col in spec.columns:
             if col.static:
-                line.append(lookup[(row.label, col.header, "label")])
+                line[col.header] = lookup[(row.label, col.header, "label")]
             else:
-                line += [
-                    lookup[(row.label, col.header, "quoted")],
-                    lookup[(row.label, col.header, "measured")],
-                ]
-        body.append(line)
-    return header, body
+                line[f"{col.header} (paper, quoted)"] = lookup[(row.label, col.header, "quoted")]
+                line[f"{col.header} (ours)"] = lookup[(row.label, col.header, "measured")]
+        rows.append(line)
+    return pd.DataFrame(rows)
 
 
-def to_markdown(spec: TableSpec, cells: list[dict[str, Any]], scale: str, provenance: list[str]) -> str:
-    header, body = _grid(spec, cells)
-    lines = [
-        f"# {spec.title}",
-        "",
-        f"Measured at scale **{scale}**; quoted numbers are the paper's, not ours.",
-        "",
+def resolution(cells: list[dict[str, Any]]) -> str | None:
+    """The median 95% CI half-width of the measured gaps: what this table can tell apart."""
+    halves = [
+        interval.half
+        for c in cells
+        if c.get("measured") is not None
+        for name, interval in zip(c["measured"].metrics, c["measured"].intervals, strict=True)
+        if name.startswith("gap_") and math.isfinite(interval.half)
     ]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    lines += [""] + [f"- {note}" for note in (*spec.notes, *provenance)]
-    return "\n".join(lines) + "\n"
+    if not halves:
+        return None
+    return (
+        f"Resolution: median 95% CI half-width {statistics.median(halves):.2f} pt over {len(halves)} "
+        "measured cells (differences smaller than about this are not resolved)."
+    )
+
+
+def provenance(frame: pd.DataFrame) -> list[str]:
+    if frame.empty:
+        return []
+    lines = [
+        f"measured on model {m}, dataset {d} (fingerprint {f})"
+        for (m, d, f), _ in frame.groupby(["model", "dataset", "dataset_fingerprint"])
+    ]
+    seeds = sorted(frame["seed"].unique().tolist())
+    lines.append(
+        f"training seeds: {', '.join(map(str, seeds))}; code version(s): "
+        + ", ".join(sorted(frame["code_version"].unique()))
+    )
+    return lines
+
+
+def to_markdown(spec: TableSpec, table: pd.DataFrame, scale: str, notes: list[str]) -> str:
+    head = f"# {spec.title}\n\nMeasured at scale **{scale}**; quoted numbers are the paper's, not ours.\n\n"
+    return head + table.to_markdown(index=False) + "\n\n" + "".join(f"- {n}\n" for n in notes)
+
+
+def to_latex(spec: TableSpec, table: pd.DataFrame, scale: str) -> str:
+    escaped = table.map(_tex_escape).rename(columns=_tex_escape)
+    body = escaped.to_latex(index=False, escape=False)
+    caption = _tex_escape(f"{spec.title} (measured: {scale} scale; quoted: paper)")
+    return f"\\begin{{table}}[t]\n\\centering\n\\scriptsize\n\\caption{{{caption}}}\n{body}\\end{{table}}\n"
 
 
 def _tex_escape(text: str) -> str:
@@ -197,70 +236,30 @@ def _tex_escape(text: str) -> str:
     return text
 
 
-def to_latex(spec: TableSpec, cells: list[dict[str, Any]], scale: str) -> str:
-    header, body = _grid(spec, cells)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\scriptsize",
-        rf"\caption{{{_tex_escape(spec.title)} (measured: {scale} scale; quoted: paper)}}",
-        r"\begin{tabular}{" + "l" * len(header) + "}",
-        r"\toprule",
-        " & ".join(_tex_escape(h) for h in header) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(_tex_escape(c) for c in line) + r" \\" for line in body]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
 def to_csv(spec: TableSpec, cells: list[dict[str, Any]], scale: str) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["table", "row", "column", "source", "scale", "n", "unit", "value", "std", "text"])
+    """Long form: one line per (row, column, source), with mean, CI half-width and n for measured cells."""
+    rows = []
     for c in cells:
         if c["source"] == "label":
             continue
         m: Measured | None = c.get("measured")
-        if m is None:
-            writer.writerow(
-                [
-                    spec.name,
-                    c["row"],
-                    c["column"],
-                    c["source"],
-                    "paper" if c["source"] == "quoted" else scale,
-                    "",
-                    "",
-                    "",
-                    "",
-                    c["text"],
-                ]
-            )
-            continue
-        value = "/".join(f"{x:.4f}" for x in m.means)
-        std = "/".join("" if s is None else f"{s:.4f}" for s in m.stds)
-        writer.writerow(
-            [spec.name, c["row"], c["column"], "measured", scale, m.count, m.unit, value, std, c["text"]]
+        rows.append(
+            {
+                "table": spec.name,
+                "row": c["row"],
+                "column": c["column"],
+                "source": c["source"],
+                "scale": "paper" if c["source"] == "quoted" else scale,
+                "n_seeds": m.seeds if m else "",
+                "draws": m.draws if m else "",
+                "mean": "/".join(f"{i.mean:.4f}" for i in m.intervals) if m else "",
+                "ci95_half": "/".join("" if math.isnan(i.half) else f"{i.half:.4f}" for i in m.intervals)
+                if m
+                else "",
+                "text": c["text"],
+            }
         )
-    return buf.getvalue()
-
-
-def _provenance(records: list[dict[str, Any]]) -> list[str]:
-    pairs = sorted({(r["model"], r["dataset"], r["dataset_fingerprint"]) for r in records})
-    versions = sorted({r["code_version"] for r in records})
-    lines = [f"measured on model {m}, dataset {d} (fingerprint {f})" for m, d, f in pairs]
-    if versions:
-        lines.append("code version(s): " + ", ".join(versions))
-    return lines
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    return pd.DataFrame(rows).to_csv(index=False)
 
 
 def load_spec(name: str) -> TableSpec:
@@ -276,23 +275,30 @@ def load_spec(name: str) -> TableSpec:
 def render(
     spec: TableSpec, scale: str, results: str | Path = "results", out: str | Path = HERE / "out"
 ) -> list[Path]:
-    """Write out/<name>.md, .tex and .csv; returns the paths written."""
-    records = load_records(results, spec.experiment, scale)
-    spec = spec.with_extra_rows(records)
-    cells = build_rows(spec, records, scale)
-    used = [r for r in records if any(row.match is not None and _matches(r, row.match) for row in spec.rows)]
-    out = Path(out)
-    paths = [out / f"{spec.name}.md", out / f"{spec.name}.tex", out / f"{spec.name}.csv"]
-    _write(paths[0], to_markdown(spec, cells, scale, _provenance(used)))
-    _write(paths[1], to_latex(spec, cells, scale))
-    _write(paths[2], to_csv(spec, cells, scale))
+    """Write <out>/<scale>/<name>.md, .tex and .csv; returns the paths written."""
+    frame = load(spec.experiment, scale, results)
+    spec = spec.with_extra_rows(set(frame["method"]) if not frame.empty else set())
+    cells = build_cells(spec, frame, scale)
+    table = grid(spec, cells)
+    used = (
+        pd.concat([select(frame, row.match) for row in spec.rows if row.match]) if not frame.empty else frame
+    )
+    verdicts = [f"Claim: {claim.verdict(frame)}" for claim in spec.claims] if not frame.empty else []
+    notes = [*spec.notes, *([r] if (r := resolution(cells)) else []), *verdicts, *provenance(used)]
+    folder = Path(out) / scale
+    paths = [folder / f"{spec.name}.{ext}" for ext in ("md", "tex", "csv")]
+    atomic_write(paths[0], to_markdown(spec, table, scale, notes))
+    atomic_write(paths[1], to_latex(spec, table, scale))
+    atomic_write(paths[2], to_csv(spec, cells, scale))
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.experiments import SCALES
+
     parser = argparse.ArgumentParser(prog="python -m tables.render", description=__doc__.splitlines()[0])
     parser.add_argument("tables", nargs="+", help="spec names, e.g. table3 (tables/specs/table3.py)")
-    parser.add_argument("--scale", default="proxy", choices=["smoke", "proxy", "paper"])
+    parser.add_argument("--scale", default="proxy", choices=SCALES)
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default=str(HERE / "out"))
     args = parser.parse_args(argv)

@@ -1,8 +1,11 @@
 import csv
+import statistics
 
+import pytest
+from scipy import stats
 from test_bench_results import make_record
 
-from benchmarks.results import write_record
+from benchmarks.results import Metric, write_record
 from tables.render import HERE, Column, Row, TableSpec, load_reference, load_spec, render
 
 
@@ -20,12 +23,9 @@ def test_reference_csvs_hold_the_papers_numbers():
 def test_render_marks_quoted_and_measured(tmp_path):
     results = tmp_path / "results"
     for seed, top1 in enumerate([80.0, 84.0]):
-        rec = make_record(f"s{seed}", experiment="toy", scale="proxy", top1=top1)
-        rec["seed"] = seed
-        write_record(results, rec)
-    noisy = make_record("noisy", experiment="toy", scale="proxy", top1=70.0)
-    noisy.update(method="uniform", trials=4)
-    noisy["metrics"].update(top1_std=0.5)
+        write_record(results, make_record(f"s{seed}", experiment="toy", scale="proxy", top1=top1, seed=seed))
+    noisy = make_record("noisy", experiment="toy", scale="proxy", method="uniform")
+    noisy.metrics["top1"] = Metric(70.0, 0.5, 4)
     write_record(results, noisy)
     ref = tmp_path / "toy.csv"
     ref.write_text("row,column,value\nOurs,Quan,91.06\n")
@@ -43,16 +43,21 @@ def test_render_marks_quoted_and_measured(tmp_path):
     )
     md, tex, out_csv = render(spec, "proxy", results, tmp_path / "out")
     text = md.read_text()
-    assert "| Method | Levels | Quan (paper, quoted) | Quan (ours) |" in text
-    assert "| Ours | 3 | 91.06 | 82.00 ± 2.83 [proxy, n=2 seeds] |" in text  # std over seeds, ddof=1
-    assert "| Uniform |  | - | 70.00 ± 0.50 [proxy, n=4 draws] |" in text
-    assert "| LAT |  | - | not implemented here |" in text
-    assert r"82.00 $\pm$ 2.83" in tex.read_text()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("|")]
+    assert cells[0] == ["Method", "Levels", "Quan (paper, quoted)", "Quan (ours)"]
+    # mean over seeds ± the 95% t interval: t(0.975, 1) * s / sqrt(2), s = sd of (80, 84)
+    half = stats.t.ppf(0.975, 1) * statistics.stdev([80.0, 84.0]) / 2**0.5
+    assert cells[2] == ["Ours", "3", "91.06", f"82.00 ± {half:.2f} [proxy, 95% CI, n=2 seeds]"]
+    assert cells[3] == ["Uniform", "", "-", "70.00 [proxy, 1 run; sd 0.50 over 4 noise draws]"]
+    assert cells[4] == ["LAT", "", "-", "not implemented here"]
+    assert rf"82.00 $\pm$ {half:.2f}" in tex.read_text()
     rows = list(csv.DictReader(out_csv.open()))
     quoted = [r for r in rows if r["source"] == "quoted" and r["row"] == "Ours"][0]
     assert quoted["scale"] == "paper" and quoted["text"] == "91.06"
     measured = [r for r in rows if r["source"] == "measured" and r["row"] == "Ours"][0]
-    assert measured["scale"] == "proxy" and measured["n"] == "2" and measured["value"] == "82.0000"
+    assert measured["scale"] == "proxy" and measured["n_seeds"] == "2" and measured["mean"] == "82.0000"
+    assert float(measured["ci95_half"]) == pytest.approx(half, abs=1e-4)
+    assert md.parent.name == "proxy"  # outputs are per scale
 
 
 def test_all_specs_render_without_results(tmp_path):

@@ -1,11 +1,22 @@
 import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from benchmarks.results import (
+    Claim,
+    Metric,
+    Record,
     RecordExistsError,
+    SweepPoint,
     checkpoint_path,
+    load,
     load_checkpoint,
     load_records,
     record_path,
@@ -15,52 +26,137 @@ from benchmarks.results import (
 
 
 def make_record(
-    cell: str = "c1", experiment: str = "table1", scale: str = "smoke", top1: float = 90.0
-) -> dict:
-    return {
-        "experiment": experiment,
-        "cell": cell,
-        "scale": scale,
-        "arch": "resnet20",
-        "model": "resnet20_narrow",
-        "dataset": "digits8",
-        "method": "lloyd",
-        "levels": 3,
-        "noise_train": 0.0,
-        "noise_eval": 0.0,
-        "first_last": "quantize",
-        "seed": 0,
-        "trials": 1,
-        "init": "pretrained",
-        "metrics": {"top1": top1, "fp_top1": 95.0, "gap_top1": 95.0 - top1},
-        "refits": {"conv1": 1},
-        "dataset_fingerprint": "abc",
-        "code_version": "test",
-        "wall_time_s": 1.0,
-        "finished_at": "now",
-    }
+    cell: str = "c1", experiment: str = "table1", scale: str = "smoke", top1: float = 90.0, **fields
+) -> Record:
+    metrics = {"top1": Metric(top1), "fp_top1": Metric(95.0), "gap_top1": Metric(95.0 - top1)}
+    base = dict(
+        experiment=experiment,
+        cell=cell,
+        scale=scale,
+        seed=0,
+        arch="resnet20",
+        model="resnet20_narrow",
+        dataset="digits8",
+        method="lloyd",
+        levels=3,
+        first_last="quantize",
+        noise_train=0.0,
+        noise_eval=0.0,
+        metrics=metrics,
+        refits={"conv1": 1},
+        dataset_fingerprint="abc",
+        code_version="test",
+        wall_time_s=1.0,
+        finished_at="now",
+    )
+    return Record(**{**base, **fields})
 
 
 def test_write_load_and_refuse_overwrite(tmp_path):
     path = write_record(tmp_path, make_record("b"))
     write_record(tmp_path, make_record("a", scale="proxy"))
     assert path == record_path(tmp_path, "table1", "smoke", "b")
-    assert [r["cell"] for r in load_records(tmp_path)] == ["a", "b"]  # sorted by (experiment, scale, cell)
-    assert [r["cell"] for r in load_records(tmp_path, scale="proxy")] == ["a"]
+    assert [r.cell for r in load_records(tmp_path)] == ["a", "b"]  # sorted by (experiment, scale, cell)
+    assert [r.cell for r in load_records(tmp_path, scale="proxy")] == ["a"]
     with pytest.raises(RecordExistsError, match="--force"):
         write_record(tmp_path, make_record("b", top1=10.0))
-    assert json.loads(path.read_text())["metrics"]["top1"] == 90.0
+    assert json.loads(path.read_text())["metrics"]["top1"]["mean"] == 90.0
     write_record(tmp_path, make_record("b", top1=10.0), overwrite=True)
-    assert json.loads(path.read_text())["metrics"]["top1"] == 10.0
+    assert load_records(tmp_path, scale="smoke")[0].metrics["top1"] == Metric(10.0, 0.0, 1)
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_incomplete_record_is_rejected(tmp_path):
-    record = make_record()
-    del record["metrics"]
-    with pytest.raises(ValueError, match="metrics"):
-        write_record(tmp_path, record)
-    assert load_records(tmp_path) == []
+def test_record_round_trips_and_files_keep_the_umask(tmp_path):
+    record = make_record(sweep=[SweepPoint(0.02, 4, {"top1": Metric(80.0, 1.5, 5)})], options={"adc_bits": 6})
+    old = os.umask(0o022)
+    try:
+        path = write_record(tmp_path, record)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # mkstemp alone would leave 0600
+    assert load_records(tmp_path) == [record]
+
+
+def test_unreadable_record_is_one_line_naming_the_fix(tmp_path):
+    path = record_path(tmp_path, "table1", "smoke", "bad")
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="delete it and rerun"):
+        load_records(tmp_path)
+
+
+def test_schema1_records_are_read(tmp_path):
+    """Records written before the typed store (flat metrics, `_std` siblings, `@noise` sweep keys) load."""
+    old = {
+        "experiment": "robustness",
+        "cell": "c",
+        "scale": "smoke",
+        "model": "m",
+        "dataset": "d",
+        "method": "lloyd",
+        "levels": 3,
+        "noise_train": 0.02,
+        "noise_eval": 0.02,
+        "first_last": "quantize",
+        "seed": 0,
+        "trials": 5,
+        "refits": {},
+        "dataset_fingerprint": "f",
+        "code_version": "v",
+        "wall_time_s": 1.0,
+        "finished_at": "t",
+        "resumed_from_epoch": 2,
+        "arch": "resnet20",
+        "metrics": {
+            "top1": 80.0,
+            "top1_std": 0.5,
+            "fp_top1": 90.0,
+            "top1@noise0.04": 70.0,
+            "top1_std@noise0.04": 2.0,
+            "top1@noise0.02/adc4": 60.0,
+            "top1_std@noise0.02/adc4": 1.0,
+        },
+    }
+    path = record_path(tmp_path, "robustness", "smoke", "c")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(old))
+    (record,) = load_records(tmp_path)
+    assert record.metrics == {"top1": Metric(80.0, 0.5, 5), "fp_top1": Metric(90.0, 0.0, 1)}
+    assert record.sweep == [
+        SweepPoint(0.02, 4, {"top1": Metric(60.0, 1.0, 5)}),
+        SweepPoint(0.04, None, {"top1": Metric(70.0, 2.0, 5)}),
+    ]
+    assert record.resumed
+
+
+def test_load_gives_one_row_per_cell_and_seed(tmp_path):
+    for seed in (0, 1):
+        write_record(
+            tmp_path, make_record(f"c-s{seed}", seed=seed, top1=80.0 + seed, options={"adc_bits": 6})
+        )
+    frame = load("table1", scale="smoke", root=tmp_path)
+    assert list(frame["seed"]) == [0, 1] and list(frame["top1"]) == [80.0, 81.0]
+    assert list(frame["gap_top1"]) == [15.0, 14.0] and list(frame["top1_n"]) == [1, 1]
+    assert list(frame["opt_adc_bits"]) == [6, 6] and set(frame["method"]) == {"lloyd"}
+    assert load("nothing", root=tmp_path).empty
+
+
+def test_claims_exclude_a_second_run_and_stale_ones_are_taken_over(tmp_path):
+    path = tmp_path / "claims" / "cell.json"
+    first = Claim.take(path)
+    assert first is not None and Claim.take(path) is None  # a live claim of this process
+    first.release()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    taken = Claim.take(path)  # its process is gone: stale
+    assert taken is not None and json.loads(path.read_text())["pid"] == os.getpid()
+    taken.release()
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert Claim.take(path) is None  # another host's claim with a fresh heartbeat
+    old = time.time() - 10_000
+    os.utime(path, (old, old))
+    assert Claim.take(path) is not None  # ... and without a heartbeat for too long
 
 
 def test_checkpoint_roundtrip(tmp_path):

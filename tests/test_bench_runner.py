@@ -13,11 +13,12 @@ import torch
 from bench_fixtures import write_cifar, write_imagenet
 
 from benchmarks.__main__ import main
+from benchmarks.backends import Context
+from benchmarks.backends.torch_loop import make_optimizer, train_loader
 from benchmarks.data import load_data
 from benchmarks.experiments import cells
 from benchmarks.models import build_model
 from benchmarks.results import checkpoint_path, load_records
-from benchmarks.runner import Context, make_optimizer, train_loader
 from cacim_core import QuantConfig, quantize_model
 from tables.render import load_spec, render
 
@@ -29,20 +30,21 @@ def test_smoke_table_runs_renders_and_skips_finished(table, tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["run", table, "--scale", "smoke", "--results", str(results), "--no-progress"]) == 0
     records = load_records(results, table, "smoke")
-    assert sorted(r["cell"] for r in records) == sorted(c.id for c in cells(table, "smoke"))
+    assert sorted(r.cell for r in records) == sorted(c.id for c in cells(table, "smoke"))
     for r in records:
-        m = r["metrics"]
-        assert 0 <= m["top1"] <= 100 and m["gap_top1"] == pytest.approx(m["fp_top1"] - m["top1"])
-        assert r["refits"] and all(v >= 0 for v in r["refits"].values())
-        assert (r["trials"] > 1) == (r["noise_eval"] > 0) == ("top1_std" in m)
+        m = r.metrics
+        assert 0 <= m["top1"].mean <= 100
+        assert m["gap_top1"].mean == pytest.approx(m["fp_top1"].mean - m["top1"].mean)
+        assert r.refits and all(v >= 0 for v in r.refits.values())
+        assert (m["top1"].n > 1) == (r.noise_eval > 0)
     md, _, out_csv = render(load_spec(table), "smoke", results, tmp_path / "out")
     text = md.read_text()
-    assert "[smoke, n=" in text and "(paper, quoted)" in text
+    assert "[smoke, " in text and "(paper, quoted)" in text
     ours = [line for line in text.splitlines() if line.startswith(("| Ours", "| delta"))]
     assert ours and not any("not run" in line for line in ours)
     capsys.readouterr()
     assert main(["run", table, "--scale", "smoke", "--results", str(results), "--no-progress"]) == 0
-    assert f"{len(records)} already finished, 0 to run" in capsys.readouterr().err
+    assert f"{len(records)} already finished, 0 stale, 0 to run" in capsys.readouterr().err
 
 
 def _run_cli(args: list[str], results: Path) -> subprocess.Popen:
@@ -76,14 +78,14 @@ def test_sigkill_then_resume_writes_the_record_once(tmp_path):
     assert proc.wait(timeout=300) == 0, proc.communicate()[1].decode()[-2000:]
     files = list((results / "killtest" / "smoke").glob("*.json"))
     assert len(files) == 1 and not ckpt.exists()
-    record = json.loads(files[0].read_text())
-    assert record["resumed_from_epoch"] >= killed_at and record["trials"] == 2
+    (record,) = load_records(results)
+    assert record.resumed and record.metrics["top1"].n == 2
 
     # A third run finds the cell finished and leaves the record untouched.
     before = files[0].read_bytes()
     proc = _run_cli(["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"], results)
     assert proc.wait(timeout=120) == 0 and files[0].read_bytes() == before
-    assert "1 already finished, 0 to run" in proc.communicate()[1].decode()
+    assert "1 already finished, 0 stale, 0 to run" in proc.communicate()[1].decode()
 
 
 def _plugin_cells():
@@ -109,15 +111,22 @@ def test_plugin_quantizer_joins_table(tmp_path):
     ]
     assert main(args) == 0
     records = load_records(results)
-    assert {r["method"] for r in records} == {"maxabs_grid"}
-    assert sorted((r["levels"], r["noise_train"]) for r in records) == [
+    assert {r.method for r in records} == {"maxabs_grid"}
+    assert sorted((r.levels, r.noise_train) for r in records) == [
         (3, 0.0),
         (3, 0.01),
         (4, 0.0),
         (4, 0.01),
     ]
     md, _, _ = render(load_spec("table1"), "smoke", results, tmp_path / "out")
-    assert "| maxabs_grid 3L (plugin) | 3 | - |" in md.read_text()
+    rows = [line.split("|")[1].strip() for line in md.read_text().splitlines() if "(plugin)" in line]
+    assert rows == [
+        "maxabs_grid 3L (plugin)",
+        "maxabs_grid 3L w/ 1% noise (plugin)",
+        "maxabs_grid 4L (plugin)",
+        "maxabs_grid 4L w/ 1% noise (plugin)",
+    ]
+    assert not any("not run" in line for line in md.read_text().splitlines() if "(plugin)" in line)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -237,5 +246,5 @@ def test_torchrun_ddp_two_processes(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = load_records(tmp_path)
-    assert record["world_size"] == 2 and record["method"] == "twn" and 0 <= record["metrics"]["top1"] <= 100
+    assert record.world_size == 2 and record.method == "twn" and 0 <= record.metrics["top1"].mean <= 100
     assert not list((tmp_path / "table2" / "smoke" / ".ckpt").glob("*.pt"))

@@ -85,7 +85,7 @@ def test_cli_writes_a_row_per_method_and_level(tmp_path: Path) -> None:
     state = {"fc.weight": torch.from_numpy(np.random.default_rng(0).standard_t(4, (20, 64)) * 0.05)}
     torch.save(state, tmp_path / "m.pt")
     assert dc.main(["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "out")]) == 0
-    text = (tmp_path / "out" / "digital_cost.md").read_text()
+    text = (tmp_path / "out" / "proxy" / "digital_cost.md").read_text()  # outputs are per scale
     for method in quantizers.names():
         for levels in dc.LEVEL_COUNTS:
             assert (f"| {method} | {levels} |" in text) == (method != "lloyd_exact")

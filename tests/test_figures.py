@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -15,6 +14,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.layers import Layer, load_layer  # noqa: E402
+from benchmarks.results import Metric, Record  # noqa: E402
+from benchmarks.results import write_record as store_record  # noqa: E402
 from cacim_core import QuantConfig, quantize_model, weight_noise  # noqa: E402
 from cacim_core.device import ConductanceMap  # noqa: E402
 from cacim_core.measured import MeasuredConductances, MeasuredNoise  # noqa: E402
@@ -22,7 +24,6 @@ from figures import __main__ as cli  # noqa: E402
 from figures import fig2, fig3, fig4  # noqa: E402
 from figures.context import DEFAULT_CONDUCTANCES, Context  # noqa: E402
 from figures.data import make_example_conductances  # noqa: E402
-from figures.layer import Layer, load_layer  # noqa: E402
 
 SCALE = "proxy"
 
@@ -33,36 +34,40 @@ def write_record(
     model: str,
     method: str,
     levels: int,
-    noise_train: float | str,
+    noise_train: float,
     noise_eval: float | str,
     metrics: dict,
     first_last: str = "quantize",
     dataset: str = "digits",
-) -> dict:
-    cell = f"{model}-{method}-{levels}L-nt{noise_train}-ne{noise_eval}-{first_last}-{dataset}"
-    record = {
-        "experiment": experiment,
-        "cell": cell,
-        "scale": SCALE,
-        "model": model,
-        "dataset": dataset,
-        "method": method,
-        "levels": levels,
-        "noise_train": noise_train,
-        "noise_eval": noise_eval,
-        "first_last": first_last,
-        "seed": 0,
-        "trials": 5,
-        "metrics": metrics,
-        "refits": {"fc": 1},
-        "dataset_fingerprint": "abc",
-        "code_version": "test",
-        "wall_time_s": 1.0,
-        "finished_at": "2026-11-23T10:00:00",
+) -> Record:
+    """A record as the runner writes it; noise_eval "measured" means evaluated on a conductance file."""
+    measured = noise_eval == "measured"
+    cell = f"{model}-{method}-{levels}L-nt{noise_train}-ne{noise_eval}-{first_last}-{dataset}-s0"
+    typed = {
+        k: Metric(v, metrics.get(f"{k}_std", 0.0), 5 if f"{k}_std" in metrics else 1)
+        for k, v in metrics.items()
+        if not k.endswith("_std")
     }
-    path = root / experiment / SCALE / f"{cell}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
+    if "mAP" in typed and "gap_mAP" not in typed:
+        typed["gap_mAP"] = Metric(typed["fp_mAP"].mean - typed["mAP"].mean, typed["mAP"].std, typed["mAP"].n)
+    record = Record(
+        experiment=experiment,
+        cell=cell,
+        scale=SCALE,
+        seed=0,
+        arch=model,
+        model=model,
+        dataset=dataset,
+        method=method,
+        levels=levels,
+        first_last=first_last,
+        noise_train=noise_train,
+        noise_eval=0.0 if measured else noise_eval,
+        noise_eval_file="chip.csv" if measured else "",
+        metrics=typed,
+        finished_at="2026-11-23T10:00:00",
+    )
+    store_record(root, record)
     return record
 
 
@@ -280,13 +285,10 @@ def test_measured_noise_plugs_into_quantize_model(tmp_path: Path) -> None:
     assert torch.allclose(noisy - clean, torch.full_like(clean, expected.item()), atol=1e-6)
 
 
-def test_fig3_plugin_adds_the_noisy_cells_table3_and_delta_lack() -> None:
-    experiments = pytest.importorskip("benchmarks.experiments", reason="classification runner not merged yet")
-    import figures.experiments  # noqa: F401  (registers the "fig3" experiment)
+def test_fig3_experiment_adds_the_noisy_cells_table3_and_delta_lack() -> None:
+    from benchmarks.experiments import cells
 
-    got = {
-        (c.arch, c.levels, c.noise_train, c.noise_eval, c.method) for c in experiments.cells("fig3", "smoke")
-    }
+    got = {(c.arch, c.levels, c.noise_train, c.noise_eval, c.method) for c in cells("fig3", "smoke")}
     assert got == {
         ("resnet18b", 8, 0.01, 0.01, "lloyd"),
         ("resnet50b", 3, 0.01, 0.01, "lloyd"),
@@ -318,17 +320,3 @@ def test_default_checkpoint_is_the_runners_cached_float_model(tmp_path: Path) ->
     assert torch.equal(load_layer(None, "first", results, "proxy").weight, float_state["conv1.weight"])
     with pytest.raises(ValueError, match="choose one of: conv1.weight, fc.weight"):
         load_layer(results / "_float/proxy/resnet18b_narrow-digits16-abc.pt", "layer4.weight")
-
-
-def test_fig4b_cells_evaluate_on_measured_conductances(tmp_path):
-    """A/B/C of Figure 4(b) at smoke scale through the runner: B and C use the measured-noise model."""
-    from benchmarks import runner
-
-    runner.load_plugin("figures.experiments")
-    runner.run("fig4b", "smoke", None, None, str(tmp_path), None, False, progress=False)
-    records = [json.loads(p.read_text()) for p in (tmp_path / "fig4b" / "smoke").glob("*.json")]
-    measured = [r for r in records if r["noise_eval_file"]]
-    assert len(records) == 6 and len(measured) == 4
-    for r in measured:
-        assert r["trials"] > 1 and r["metrics"]["top1_std"] >= 0
-        assert r["metrics"]["gap_top1"] == pytest.approx(r["metrics"]["fp_top1"] - r["metrics"]["top1"])

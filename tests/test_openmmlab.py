@@ -3,7 +3,7 @@ the SSDHead fix, and smoke runs of Tables 4 and 5 (SSD and PSPNet trained a few 
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,7 +235,7 @@ def test_ssd_head_fixed_predicts() -> None:
     from mmengine.config import Config
 
     import benchmarks.openmmlab.modules  # noqa: F401  (registers SSDHeadFixed, SlimSSDVGG)
-    from benchmarks.openmmlab.run import CONFIGS
+    from benchmarks.backends.mmengine import CONFIGS
 
     register_all_modules()
     cfg = Config.fromfile(str(CONFIGS / "ssd300_slim_vocshapes_cacim.py"))
@@ -264,67 +264,73 @@ def test_ssd_head_fixed_predicts() -> None:
 @pytest.mark.parametrize("table", ["table4", "table5"])
 def test_table_smoke_run_and_render(table, voc_root, tmp_path) -> None:
     """SSD / PSPNet trained a few iterations (float, then each quantized cell with CacimHook), evaluated by
-    mmdet's VOCMetric / mmseg's IoUMetric on the generated VOC files, and rendered."""
+    mmdet's VOCMetric / mmseg's IoUMetric on the generated VOC files, and rendered; Table 4 also runs a
+    plugin quantizer beside ours (same cells) and Figure 4(b)."""
     _openmmlab()
-    from benchmarks.openmmlab.experiments import EXPERIMENTS
-    from benchmarks.openmmlab.run import run
-    from benchmarks.results import load_records
+    from benchmarks import runner
+    from benchmarks.experiments import cells
+    from benchmarks.results import float_path, load_records
     from tables.render import load_spec, render
 
-    exp = EXPERIMENTS[table]
+    methods = ["lloyd", "maxabs_grid"] if table == "table4" else None
+    runner.load_plugin(str(Path(__file__).parent / "cacim_test_plugin.py"))
+    listed = cells(table, "smoke", methods)
     results = tmp_path / "results"
-    run(table, "smoke", str(voc_root), results)
-    records = {r["cell"]: r for r in load_records(results, table, "smoke")}
-    assert set(records) == {"float"} | {c.id for c in exp.cells}
-    for record in records.values():
-        for name in exp.metrics:
-            assert 0.0 <= record["metrics"][name] <= 100.0
-    for cell in exp.cells:
+    runner.run(table, "smoke", str(voc_root), None, results, methods, progress=False)
+    records = {r.cell: r for r in load_records(results, table, "smoke")}
+    assert set(records) == {c.id for c in listed}
+    names = [name for name, _, _ in listed[0].recipe.metrics]
+    fp = {name: {r.metrics[f"fp_{name}"].mean for r in records.values()} for name in names}
+    assert all(len(values) == 1 for values in fp.values())  # one float model (seed 0) for every cell
+    for cell in listed:
         record = records[cell.id]
-        assert record["levels"] == cell.levels and record["noise_train"] == cell.noise
-        assert record["refits"] and all(v >= 0 for v in record["refits"].values())
-        for name in exp.metrics:
-            fp = records["float"]["metrics"][name]
-            assert record["metrics"][f"fp_{name}"] == fp
-            assert record["metrics"][f"gap_{name}"] == pytest.approx(fp - record["metrics"][name])
-        if cell.noise > 0:
-            assert record["trials"] == exp.scales["smoke"].trials and record["noise_eval"] == cell.noise
-            assert record["metrics"][f"{name}_std"] >= 0
+        assert (record.levels, record.noise_train, record.method) == (
+            cell.levels,
+            cell.noise_train,
+            cell.method,
+        )
+        assert record.refits and all(v >= 0 for v in record.refits.values())
+        for name in names:
+            m = record.metrics[name]
+            assert 0.0 <= m.mean <= 100.0
+            assert record.metrics[f"gap_{name}"].mean == pytest.approx(
+                record.metrics[f"fp_{name}"].mean - m.mean
+            )
+            assert m.n == (cell.trials if cell.noise_eval > 0 else 1) and m.std >= 0
     if table == "table4":  # backbone only, minus the first conv and the final 1x1 conv
-        layers = set(records[exp.cells[0].id]["refits"])
+        layers = set(records[listed[0].id].refits)
         assert all(name.startswith("backbone.features.") for name in layers)
         assert not {name.split(".")[2] for name in layers} & {"0", "33"}  # features.0(.0), features.33(.0)
         assert len(layers) == 13  # VGG16's 15 convs (13 + conv6 + conv7) minus the two kept float
 
     # A second run finds every cell finished and trains nothing.
-    assert run(table, "smoke", str(voc_root), results) == []
+    assert runner.run(table, "smoke", str(voc_root), None, results, methods, progress=False) == []
     paths = render(load_spec(table), "smoke", results, tmp_path / "out")
     text = paths[0].read_text()
-    first = records[exp.cells[0].id]["metrics"][next(iter(exp.metrics))]
-    assert f"{first:.1f}" in text and "[smoke" in text
-    assert json.loads((results / table / "smoke" / "float.json").read_text())["method"] == "float"
+    assert f"{records[listed[0].id].metrics[names[0]].mean:.1f}" in text and "[smoke" in text
     if table == "table4":
-        _fig4b_ssd_smoke(voc_root, results)
+        plugin_rows = [line for line in text.splitlines() if "maxabs_grid" in line]
+        assert len(plugin_rows) == 2 and not any("not run" in line for line in plugin_rows)
+        floats = list(float_path(results, "smoke", "x").parent.glob("*.pt"))
+        _fig4b_smoke(voc_root, results, {p: p.stat().st_mtime_ns for p in floats})
 
 
-def _fig4b_ssd_smoke(voc_root, results) -> None:
-    """Figure 4(b)'s SSD bars: fine-tuned from Table 4's float SSD (not retrained), A/B/C records."""
-    from benchmarks.openmmlab.experiments import FIG4B_DELTA, FIG4B_SSD
-    from benchmarks.openmmlab.run import run
+def _fig4b_smoke(voc_root, results, floats) -> None:
+    """Figure 4(b): ResNet-18b (torch loop) and SSD (mmengine, fine-tuned from Table 4's float SSD, not
+    retrained) in one experiment; B and C evaluate on the measured-conductance model."""
+    from benchmarks import runner
     from benchmarks.results import load_records
     from figures import fig4
-    from figures.context import DEFAULT_CONDUCTANCES
 
-    assert FIG4B_DELTA == fig4.SIMULATED_DELTA
-    float_mtime = (results / "table4" / "smoke" / "float.json").stat().st_mtime_ns
-    run("fig4b", "smoke", str(voc_root), results, conductances=str(DEFAULT_CONDUCTANCES))
-    assert (results / "table4" / "smoke" / "float.json").stat().st_mtime_ns == float_mtime
+    runner.run("fig4b", "smoke", str(voc_root), None, results, progress=False)
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in floats.items())
     records = load_records(results, "fig4b", "smoke")
-    assert sorted(r["cell"] for r in records) == sorted("ssd_" + c.id for c in FIG4B_SSD.cells)
     table = fig4.gap_table(records)
     for group in fig4.GROUPS:
         for wtype in fig4.WEIGHT_TYPES:
-            assert (table[group.label, wtype.key] is not None) == (group.family == "ssd")
-    measured = [r for r in records if r["noise_eval_file"]]
-    assert len(measured) == 4 and all(r["noise_eval"] == 0.0 and r["trials"] == 2 for r in measured)
-    assert all(r["metrics"]["mAP_std"] >= 0 for r in measured)
+            assert table[group.label, wtype.key] is not None
+    measured = [r for r in records if r.noise_eval_file]
+    assert len(records) == 12 and len(measured) == 8
+    for r in measured:
+        name = "mAP" if r.arch == "ssd300" else "top1"
+        assert r.metrics[name].n > 1 and r.metrics[name].std >= 0

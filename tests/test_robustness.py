@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from benchmarks import runner
-from benchmarks.experiments import cells, sweep_key
+from benchmarks.experiments import cells
 from benchmarks.experiments.robustness import ADC_BITS, QUANTIZERS, TEST_NOISES
 from cacim_core import quantizers
 from figures import robustness
@@ -32,13 +32,12 @@ def test_smoke_run_resume_and_figures(tmp_path):
     written = runner.run("robustness", "smoke", results=tmp_path, progress=False)
     assert len(written) == 4
     for record in written:
-        m = record["metrics"]
-        for delta, bits in record["sweep"]:
-            mean, std = m[sweep_key("top1", delta, bits)], m[sweep_key("top1_std", delta, bits)]
-            assert 0 <= mean <= 100 and std >= 0
-            assert (std == 0) == (delta == 0)  # a noise-free point is one deterministic draw
-        assert sweep_key("top1", 0.02, 3) in m  # the ADC point
-    assert {r["recipe"]["noise_samples"] for r in written} == {1, 2}
+        for point in record.sweep:
+            top1 = point.metrics["top1"]
+            assert 0 <= top1.mean <= 100 and top1.std >= 0
+            assert (top1.std == 0) == (point.noise == 0)  # a noise-free point is one deterministic draw
+        assert (0.02, 3) in {(p.noise, p.adc_bits) for p in record.sweep}  # the ADC point
+    assert {r.recipe["noise_samples"] for r in written} == {1, 2}
     assert runner.run("robustness", "smoke", results=tmp_path, progress=False) == []  # finished: skipped
     paths = robustness.render(tmp_path, "smoke", tmp_path / "out")
     names = sorted(p.name for p in paths)

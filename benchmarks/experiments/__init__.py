@@ -1,8 +1,9 @@
-"""Experiments as data: each table module declares its cells for every scale; `cells(name, scale)` lists them.
+"""Experiments as data: each module here registers a function scale -> list[Cell]; `cells(name, scale)`.
 
-A cell is one trained-and-evaluated model (one record in the results store). A scale picks the models,
-data, training recipe, number of noise draws and seeds; the rows (method, levels, first/last policy,
-noise) are the same at every scale.
+A cell is one trained-and-evaluated model at one seed (one record in the results store). Its recipe picks
+the backend: a `Recipe` runs in the torch loop (classification), an `MMRecipe` in mmengine's Runner with
+CacimHook (detection, segmentation). A scale picks the models, data, recipes, noise draws and seeds; the
+rows (method, levels, first/last policy, noise) are the same at every scale.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cacim_core.registry import Registry
+
 SCALES = ("smoke", "proxy", "paper")
+BUILTIN = ("table1", "table2", "table3", "delta", "robustness", "table4", "table5", "fig3", "fig4b")
+EXPERIMENTS: Registry[Callable[[str], list[Cell]]] = Registry("experiment")
+
+
+def register_experiment(name: str) -> Callable[[Callable[[str], list[Cell]]], Callable[[str], list[Cell]]]:
+    """Plugins add experiments: `@register_experiment("mine")` on a function scale -> list[Cell]."""
+    return EXPERIMENTS.register(name)
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a model is trained (the paper's hyper-parameters at paper scale)."""
+    """How a model is trained in the torch loop (the paper's hyper-parameters at paper scale)."""
 
     epochs: int
     batch_size: int
@@ -53,13 +63,25 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class MMRecipe:
+    """How a model is trained in mmengine: a config file (benchmarks/openmmlab/configs) plus overrides."""
+
+    config: str
+    phase: dict[str, Any]  # schedule overrides (iterations, lr, param_scheduler)
+    metrics: tuple[tuple[str, str, float], ...]  # (our name, mmengine metric key, factor to percent)
+    data: Any = None  # a ShapesSpec: the generated VOC-format data; None: a real VOCdevkit under DATA
+    extra: dict[str, Any] = field(default_factory=dict)  # applied to both phases (e.g. a smaller batch)
+    tta: bool = False  # multi-scale + flip test (mmseg's tta_pipeline)
+
+
+@dataclass(frozen=True)
 class Setup:
     """What a scale means for one experiment: networks (paper arch -> registry name), data, recipes."""
 
     models: dict[str, str]
     dataset: str
-    recipe: Recipe
-    fp_recipe: Recipe | None  # trains the float model when no file is supplied; None: the user supplies it
+    recipe: Recipe | MMRecipe
+    fp_recipe: Recipe | MMRecipe | None  # trains the float model when no file is supplied; None: user's file
     trials: int  # noise draws at evaluation for noisy cells
     seeds: tuple[int, ...] = (0,)
     max_batches: int | None = None  # smoke only: batches per training epoch; evaluation uses one batch
@@ -68,13 +90,13 @@ class Setup:
 @dataclass(frozen=True)
 class Cell:
     experiment: str
-    arch: str  # the paper's network name (resnet20, vgg_like, resnet18b, resnet50b)
-    model: str  # the registry name used at this scale
+    arch: str  # the paper's network name (resnet20, vgg_like, resnet18b, resnet50b, ssd300, pspnet)
+    model: str  # the registry name (or config description) used at this scale
     dataset: str
     method: str
     levels: int
-    recipe: Recipe
-    fp_recipe: Recipe | None
+    recipe: Recipe | MMRecipe
+    fp_recipe: Recipe | MMRecipe | None
     first_last: str = "quantize"  # quantize | fp (the paper's *) | 8bit (the paper's +)
     noise_train: float = 0.0  # NATS delta during fine-tuning
     noise_eval: float = 0.0  # delta of the evaluation draws
@@ -87,20 +109,19 @@ class Cell:
     noise_eval_file: str = ""  # evaluate on measured conductances (cacim_core.measured) instead of Gaussian
 
     @property
+    def backend(self) -> str:
+        return "mmengine" if isinstance(self.recipe, MMRecipe) else "torch"
+
+    @property
     def id(self) -> str:
         noise = f"n{self.noise_train * 100:g}" + (f"e{self.noise_eval * 100:g}" if self.noise_eval else "")
         extra = "".join(f"-{k}={v}" for k, v in self.options)
-        if self.recipe.noise_samples != 1:
+        if isinstance(self.recipe, Recipe) and self.recipe.noise_samples != 1:
             extra += f"-L{self.recipe.noise_samples}e{self.recipe.epochs}"
         base = f"{self.arch}-{self.method}-{self.levels}L-{self.first_last}-{noise}-{self.init}-s{self.seed}"
         if self.noise_eval_file:
             extra += f"-measured={Path(self.noise_eval_file).stem}"
         return base + extra
-
-
-def sweep_key(metric: str, delta: float, adc_bits: int | None) -> str:
-    """Metric name of one sweep point in a record, e.g. top1@noise0.04 or top1_std@noise0.02/adc4."""
-    return f"{metric}@noise{delta:g}" + (f"/adc{adc_bits}" if adc_bits is not None else "")
 
 
 @dataclass(frozen=True)
@@ -117,61 +138,57 @@ class Row:
 
 
 def expand(experiment: str, setup: Setup, rows: list[Row]) -> list[Cell]:
-    cells = []
-    for row in rows:
-        for arch in row.archs or tuple(setup.models):
-            for seed in setup.seeds if row.all_seeds else setup.seeds[:1]:
-                cells.append(
-                    Cell(
-                        experiment=experiment,
-                        arch=arch,
-                        model=setup.models[arch],
-                        dataset=setup.dataset,
-                        method=row.method,
-                        levels=row.levels,
-                        recipe=setup.recipe,
-                        fp_recipe=setup.fp_recipe,
-                        first_last=row.first_last,
-                        noise_train=row.noise,
-                        noise_eval=row.noise,
-                        init=row.init,
-                        seed=seed,
-                        trials=setup.trials if row.noise else 1,
-                        max_batches=setup.max_batches,
-                    )
-                )
-    return cells
-
-
-EXPERIMENTS = ("table1", "table2", "table3", "delta", "robustness")
-_EXTRA: dict[str, Callable[[str], list[Cell]]] = {}
-
-
-def register_experiment(name: str) -> Callable[[Callable[[str], list[Cell]]], Callable[[str], list[Cell]]]:
-    """Plugins add experiments: `@register_experiment("mine")` on a function scale -> list[Cell]."""
-
-    def wrap(fn: Callable[[str], list[Cell]]) -> Callable[[str], list[Cell]]:
-        _EXTRA[name] = fn
-        return fn
-
-    return wrap
+    return [
+        Cell(
+            experiment=experiment,
+            arch=arch,
+            model=setup.models[arch],
+            dataset=setup.dataset,
+            method=row.method,
+            levels=row.levels,
+            recipe=setup.recipe,
+            fp_recipe=setup.fp_recipe,
+            first_last=row.first_last,
+            noise_train=row.noise,
+            noise_eval=row.noise,
+            init=row.init,
+            seed=seed,
+            trials=setup.trials if row.noise else 1,
+            max_batches=setup.max_batches,
+        )
+        for row in rows
+        for arch in row.archs or tuple(setup.models)
+        for seed in (setup.seeds if row.all_seeds else setup.seeds[:1])
+    ]
 
 
 def experiment_names() -> list[str]:
-    return [*EXPERIMENTS, *sorted(_EXTRA)]
+    _load_builtins()
+    return EXPERIMENTS.names()
 
 
-def cells(name: str, scale: str, methods: list[str] | None = None) -> list[Cell]:
-    """The cells of an experiment at a scale; `methods` filters them, and a method the table does not list
-    (e.g. a plugin's quantizer) is run on every cell of our own method (lloyd), so it joins the table."""
+def _load_builtins() -> None:
+    for name in BUILTIN:
+        if name not in EXPERIMENTS:
+            importlib.import_module(f"benchmarks.experiments.{name}")
+
+
+def cells(
+    name: str, scale: str, methods: list[str] | None = None, seeds: list[int] | None = None
+) -> list[Cell]:
+    """The cells of an experiment at a scale.
+
+    `methods` filters them, and a method the table does not list (e.g. a plugin's quantizer) gets a copy of
+    every cell of our own method (lloyd): same levels, layer policy, noise and recipe, so it joins the table.
+    `seeds` replaces the scale's seeds (every row runs at each).
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    if name in _EXTRA:
-        listed = _EXTRA[name](scale)
-    elif name in EXPERIMENTS:
-        listed = importlib.import_module(f"benchmarks.experiments.{name}").cells(scale)
-    else:
-        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+    _load_builtins()
+    listed = EXPERIMENTS.get(name)(scale)
+    if seeds:
+        firsts = {replace(c, seed=0).id: c for c in listed}
+        listed = [replace(c, seed=s) for c in firsts.values() for s in seeds]
     if not methods:
         return listed
     known = {c.method for c in listed}

@@ -9,7 +9,7 @@ The ADC sweep digitises every analog layer's output (range calibrated on trainin
 
 from dataclasses import replace
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
+from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
 from benchmarks.experiments.table1 import SETUPS as TABLE1
 
 LEVELS = (3, 4, 8)
@@ -61,6 +61,7 @@ def ha_sgd(cell: Cell, samples: int, equal_compute: bool) -> Cell:
     return replace(cell, recipe=replace(cell.recipe, noise_samples=samples, epochs=epochs))
 
 
+@register_experiment("robustness")
 def cells(scale: str) -> list[Cell]:
     setup = SETUPS[scale]
     samples, ha_noise = HA_SGD

@@ -1,6 +1,6 @@
 """Table 1: ResNet-20 on CIFAR-10, 3 and 4 levels, Lloyd with and without 1% noise, and the baselines."""
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
+from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
 
 # Paper: fine-tune a pretrained float ResNet-20 for 200 epochs, lr 0.1 scaled by 0.1, 0.1, 0.5 at epochs
 # 80, 120, 160, T = 1.5; SGD momentum 0.9, weight decay 1e-4, batch 128 as He et al. (2016).
@@ -64,5 +64,6 @@ ROWS = [
 ]
 
 
+@register_experiment("table1")
 def cells(scale: str) -> list[Cell]:
     return expand("table1", SETUPS[scale], ROWS)

@@ -1,6 +1,6 @@
 """Table 2: Hou & Kwok's VGG-like net on CIFAR-10, ternary: Lloyd from scratch and fine-tuned, TWN, TTQ."""
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
+from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
 
 # Paper (as Hou & Kwok 2018): Adam, batch 50, lr 0.002 halved every 15 epochs, 200 epochs, T = 0.1,
 # squared hinge loss; mean ± std over five trials.
@@ -59,5 +59,6 @@ ROWS = [
 ]
 
 
+@register_experiment("table2")
 def cells(scale: str) -> list[Cell]:
     return expand("table2", SETUPS[scale], ROWS)

@@ -1,6 +1,6 @@
 """Table 3: ResNet-18b / ResNet-50b on ImageNet at 3, 4, 8 levels; every layer quantized and the * variant."""
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand
+from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
 
 # Paper: torchvision pretrained weights; SGD momentum 0.9, batch 64, weight decay 1e-4, up to 90 epochs;
 # lr 1e-4, 2e-5 at epoch 30, 4e-6 at epoch 40, then x0.5 every 5 epochs; T = 0.1.
@@ -51,5 +51,6 @@ ROWS = [
 ]
 
 
+@register_experiment("table3")
 def cells(scale: str) -> list[Cell]:
     return expand("table3", SETUPS[scale], ROWS)

@@ -16,10 +16,6 @@ SPEC = TableSpec(
         Row("Ours (from scratch)", {**_VGG, "method": "lloyd", "init": "scratch"}),
         Row("Ours (fine tuning)", {**_VGG, "method": "lloyd", "init": "pretrained"}),
     ),
-    extra_rows=lambda m: (
-        Row(f"{m} (plugin, from scratch)", {**_VGG, "method": m, "init": "scratch"}),
-        Row(f"{m} (plugin, fine tuning)", {**_VGG, "method": m, "init": "pretrained"}),
-    ),
     notes=(
         "Ours: mean ± std over independently trained seeds (the paper: five trials).",
         "FP (paper, quoted) is the caption's 89.62 for every row; a from-scratch row's FP is the float model "

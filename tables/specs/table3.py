@@ -1,5 +1,6 @@
 """Table 3: ResNet-18b / ResNet-50b on ImageNet, top-1/top-5 gap (%) at 3, 4 and 8 levels."""
 
+from benchmarks.compare import PaperClaim
 from tables.render import Column, Row, TableSpec
 
 _COLUMNS = tuple(
@@ -14,6 +15,24 @@ def _row(label: str, method: str | None, first_last: str = "quantize") -> Row:
         return Row(label)
     return Row(label, {"method": method, "first_last": first_last, "noise_train": 0.0})
 
+
+def _cell(method: str, arch: str, levels: int) -> dict:
+    return {"method": method, "arch": arch, "levels": levels, "first_last": "quantize", "noise_train": 0.0}
+
+
+CLAIMS = (
+    *(
+        PaperClaim(f"{a} < {b} at {short} {v}L (every layer)", _cell(a, arch, v), _cell(b, arch, v))
+        for short, arch in (("R18", "resnet18b"), ("R50", "resnet50b"))
+        for v in (3, 4)
+        for a, b in (("lloyd", "uniform"), ("uniform", "log2"))
+    ),
+    *(
+        PaperClaim(f"lloyd {hi}L < {lo}L at {short}", _cell("lloyd", arch, hi), _cell("lloyd", arch, lo))
+        for short, arch in (("R18", "resnet18b"), ("R50", "resnet50b"))
+        for lo, hi in ((3, 4), (4, 8))
+    ),
+)
 
 SPEC = TableSpec(
     name="table3",
@@ -40,7 +59,7 @@ SPEC = TableSpec(
             metrics=("fp_top1", "fp_top5"),
         ),
     ),
-    extra_rows=lambda m: (_row(f"{m} * (plugin)", m, "fp"), _row(f"{m} (plugin)", m)),
+    claims=CLAIMS,
     notes=(
         "* first and last layer full precision; no mark: every layer quantized.",
         "Gap = FP - quantized accuracy (top-1/top-5), percentage points; negative: quantized beats float.",

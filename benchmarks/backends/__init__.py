@@ -1,0 +1,82 @@
+"""Backends: how one cell is trained and evaluated. The orchestrator (benchmarks/runner.py) needs two calls:
+
+    prepare(cells, ctx)            check every input (data, weights, files) before the first cell trains
+    finetune_and_evaluate(cell, ctx) -> Outcome | None   Algorithm 1 from the (cached) float model
+
+`torch_loop` runs classification cells (a `Recipe`), `mmengine` runs OpenMMLab cells (an `MMRecipe`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from benchmarks.experiments import Cell
+from benchmarks.results import Metric, SweepPoint
+
+
+class SetupError(ValueError):
+    """Bad input found before any training starts (one line, names the fix)."""
+
+
+@dataclass
+class Context:
+    scale: str
+    results: Path
+    data: Path | None
+    weights: Path | None
+    force: bool = False
+    progress: bool = True
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    reset_head: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Outcome:
+    """What a backend measured for one cell; the orchestrator turns it into a `Record`."""
+
+    metrics: dict[str, Metric]
+    dataset_fingerprint: str
+    train_time_s: float
+    resumed: bool = False
+    refits: dict[str, int] = field(default_factory=dict)
+    sweep: list[SweepPoint] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    def prepare(self, cells: list[Cell], ctx: Context) -> None: ...
+
+    def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None: ...
+
+
+def recipe_hash(recipe: object) -> str:
+    return hashlib.sha256(repr(recipe).encode()).hexdigest()[:8]
+
+
+def gap_metrics(name: str, fp: float, result: Metric) -> dict[str, Metric]:
+    """`name` (the quantized model), `fp_<name>` and `gap_<name>` = fp - quantized (same draws' spread)."""
+    return {
+        name: result,
+        f"fp_{name}": Metric(fp),
+        f"gap_{name}": Metric(fp - result.mean, result.std, result.n),
+    }
+
+
+def backend_for(cell: Cell) -> Backend:
+    if cell.backend == "mmengine":
+        from benchmarks.backends import mmengine
+
+        return mmengine.BACKEND
+    from benchmarks.backends import torch_loop
+
+    return torch_loop.BACKEND

@@ -1,0 +1,353 @@
+"""The torch loop backend (classification): float model -> quantize_model -> STE fine-tuning with re-fit
+checks and NATS -> noisy evaluation. Resumable per epoch; under torchrun each process drives one GPU with
+DistributedDataParallel and rank 0 evaluates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, recipe_hash
+from benchmarks.data import DataBundle, TensorImages, load_data
+from benchmarks.experiments import Cell, Recipe
+from benchmarks.models import build_model, load_weights
+from benchmarks.results import (
+    Metric,
+    SweepPoint,
+    checkpoint_path,
+    fingerprint_files,
+    float_path,
+    load_checkpoint,
+    save_checkpoint,
+)
+from cacim_core import QuantConfig, noisy_evaluate, quantize_model, refit_check, refit_counts
+from cacim_core.device import calibrate_adc, set_adc
+from cacim_core.measured import MeasuredConductances, MeasuredNoise
+from cacim_core.training import ha_sgd_backward
+
+METRICS = ("top1", "top5")
+# File names a user may supply for the paper-scale float models (torchvision's and akamaster's names too).
+WEIGHT_PATTERNS = {
+    "resnet18b": ("resnet18b.pth", "resnet18-*.pth"),
+    "resnet50b": ("resnet50b.pth", "resnet50-*.pth"),
+    "resnet20": ("resnet20.pth", "resnet20*.th"),
+    "vgg_like": ("vgg_like.pth",),
+}
+
+
+def _barrier(ctx: Context) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------- training and evaluation
+def loss_fn(kind: str, logits: Tensor, target: Tensor) -> Tensor:
+    if kind == "ce":
+        return F.cross_entropy(logits, target)
+    if kind == "squared_hinge":  # Hou & Kwok's L2-SVM loss, targets +-1
+        signs = 2 * F.one_hot(target, logits.shape[1]).to(logits) - 1
+        return F.relu(1 - signs * logits).pow(2).sum(1).mean()
+    raise ValueError(f"unknown loss {kind!r}; use ce or squared_hinge")
+
+
+def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use sgd or adam")
+
+
+def _workers(dataset: Dataset) -> int:
+    return 0 if isinstance(dataset, TensorImages) else min(8, os.cpu_count() or 1)
+
+
+def train_loader(dataset: Dataset, recipe: Recipe, seed: int, epoch: int, ctx: Context) -> DataLoader:
+    """A loader shuffled by (seed, epoch): a resumed run sees the same batches."""
+    batch = max(1, recipe.batch_size // ctx.world)
+    common = dict(num_workers=_workers(dataset), pin_memory=ctx.device.type == "cuda")
+    if ctx.world > 1:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, batch, sampler=sampler, drop_last=True, **common)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(
+        dataset, batch, shuffle=True, generator=generator, drop_last=len(dataset) > batch, **common
+    )
+
+
+def train(
+    model: nn.Module,
+    recipe: Recipe,
+    data: DataBundle,
+    seed: int,
+    ckpt: Path,
+    ctx: Context,
+    quantized: bool,
+    desc: str,
+    max_batches: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists.
+
+    `extra` is stored in every checkpoint and comes back from a resumed one. Returns
+    {"resumed_from_epoch", "train_time_s", "extra"} (time summed over interrupted runs).
+    """
+    optimizer = make_optimizer(recipe, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule.factor)
+    start, elapsed = 0, 0.0
+    state = load_checkpoint(ckpt)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, elapsed, extra = state["epoch"], state["train_time_s"], state["extra"]
+    net: nn.Module = model
+    if ctx.world > 1:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    show = ctx.progress and ctx.main
+    bar = tqdm(
+        range(start, recipe.epochs),
+        desc=desc,
+        leave=False,
+        disable=not show,
+        initial=start,
+        total=recipe.epochs,
+    )
+    for epoch in bar:
+        t0 = time.perf_counter()
+        torch.manual_seed(seed * 100_003 + epoch)  # augmentation and NATS noise draws: resumable
+        net.train()
+        total, count = 0.0, 0
+        for i, (x, y) in enumerate(train_loader(data.train, recipe, seed, epoch, ctx)):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = ha_sgd_backward(
+                net, lambda m, x=x, y=y: loss_fn(recipe.loss, m(x), y), recipe.noise_samples
+            )
+            optimizer.step()
+            if quantized:
+                refit_check(model)
+            total, count = total + loss, count + 1
+        scheduler.step()
+        elapsed += time.perf_counter() - t0
+        bar.set_postfix(loss=f"{total / max(count, 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if ctx.main:
+            save_checkpoint(
+                ckpt,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "train_time_s": elapsed,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "extra": extra,
+                },
+            )
+    return {"resumed_from_epoch": start, "train_time_s": elapsed, "extra": extra}
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, dataset: Dataset, ctx: Context, max_batches: int | None = None
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy in percent on `dataset` (eval mode; noise only inside weight_noise)."""
+    loader = DataLoader(dataset, 256, shuffle=False, num_workers=_workers(dataset))
+    correct1 = correct5 = seen = 0
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(ctx.device), y.to(ctx.device)
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == y[:, None]
+        correct1 += int(hits[:, 0].sum())
+        correct5 += int(hits.any(1).sum())
+        seen += len(y)
+    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen}
+
+
+def calibration_batches(data: DataBundle, ctx: Context, batches: int = 4) -> list[Tensor]:
+    """The first training batches, unshuffled: where ADC ranges are calibrated (never the test set)."""
+    loader = DataLoader(data.train, 128, shuffle=False, num_workers=_workers(data.train))
+    return [x.to(ctx.device) for x, _ in itertools.islice(loader, batches)]
+
+
+# ---------------------------------------------------------------- the float model
+def find_weights(ctx: Context, cell: Cell) -> Path | None:
+    if ctx.weights is None:
+        return None
+    for pattern in (f"{cell.model}.pth", *WEIGHT_PATTERNS.get(cell.arch, ())):
+        found = sorted(ctx.weights.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def missing_weights_message(ctx: Context, cell: Cell) -> str:
+    names = " or ".join(WEIGHT_PATTERNS.get(cell.arch, (f"{cell.model}.pth",)))
+    where = ctx.weights or "DATA/weights"
+    return f"no float weights for {cell.arch}: put {names} into {where} (--weights DIR, make ... WEIGHTS=DIR)"
+
+
+def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """The float model a cell starts from and its accuracy: a user-supplied file, else trained (with the
+    cell's seed: the gap is paired per seed) and cached in the store."""
+    path = find_weights(ctx, cell)
+    if path is not None:
+        key = f"{cell.model}-{cell.dataset}-file{fingerprint_files([path], hash_contents=False)}"
+    elif cell.fp_recipe is None:
+        raise SetupError(missing_weights_message(ctx, cell))
+    else:
+        key = f"{cell.model}-{cell.dataset}-{data.fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
+    cache = float_path(ctx.results, ctx.scale, key)
+    cached = load_checkpoint(cache)
+    if cached is not None:
+        return cached["model"], cached["metrics"]
+    torch.manual_seed(cell.seed)
+    model = build_model(cell.model, data.num_classes, data.input_size)
+    if path is not None:
+        load_weights(model, path)
+    model.to(ctx.device)
+    if path is None:
+        train(
+            model,
+            cell.fp_recipe,
+            data,
+            cell.seed,
+            cache.with_suffix(".ckpt"),
+            ctx,
+            quantized=False,
+            desc=f"float {cell.model} s{cell.seed}",
+            max_batches=cell.max_batches,
+        )
+    metrics: dict[str, float] = {}
+    if ctx.main:
+        model.eval()
+        metrics = accuracy(model, data.test, ctx, cell.max_batches and 1)
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        save_checkpoint(cache, {"model": state, "metrics": metrics, "source": str(path or "trained")})
+        cache.with_suffix(".ckpt").unlink(missing_ok=True)
+    _barrier(ctx)
+    cached = load_checkpoint(cache)
+    return cached["model"], cached["metrics"]
+
+
+# ---------------------------------------------------------------- one cell
+class TorchLoop:
+    def __init__(self) -> None:
+        self.bundles: dict[str, DataBundle] = {}
+
+    def prepare(self, cells: list[Cell], ctx: Context) -> None:
+        for name in sorted({c.dataset for c in cells}):
+            self.bundles[name] = load_data(name, ctx.data)
+        for cell in cells:
+            if cell.fp_recipe is None and find_weights(ctx, cell) is None:
+                raise SetupError(missing_weights_message(ctx, cell))
+            if cell.noise_eval_file:  # a bad conductance file fails before any training
+                MeasuredConductances.from_csv(cell.noise_eval_file)
+
+    def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None:
+        data = self.bundles.get(cell.dataset) or load_data(cell.dataset, ctx.data)
+        fp_state, fp = float_model(cell, data, ctx)
+        model, config = self._quantized(cell, data, fp_state, ctx)
+        ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+        evaluate = lambda m: accuracy(m, data.test, ctx, cell.max_batches and 1)  # noqa: E731
+        # accuracy right after conversion, before fine-tuning: the quantizer alone (post-training)
+        ptq = None if ckpt.is_file() or not ctx.main else evaluate(model.eval())
+        trained = train(
+            model,
+            cell.recipe,
+            data,
+            cell.seed,
+            ckpt,
+            ctx,
+            quantized=True,
+            desc=cell.id,
+            max_batches=cell.max_batches,
+            extra={"ptq": ptq},
+        )
+        if not ctx.main:
+            _barrier(ctx)
+            return None
+        t0 = time.perf_counter()
+        if config.adc_bits is not None:
+            calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
+        if cell.noise_eval_file:
+            noise: dict[str, Any] = {
+                "noise_fn": MeasuredNoise(MeasuredConductances.from_csv(cell.noise_eval_file))
+            }
+        else:
+            noise = {"delta": cell.noise_eval}
+        draws = cell.trials if cell.noise_eval > 0 or cell.noise_eval_file else 1
+        result = noisy_evaluate(model, evaluate, draws=draws, seed=cell.seed, **noise)
+        metrics: dict[str, Metric] = {}
+        for k in METRICS:
+            metrics.update(gap_metrics(k, fp[k], _metric(result, k)))
+            ptq_k = trained["extra"]["ptq"][k]
+            metrics.update({f"ptq_{k}": Metric(ptq_k), f"gap_ptq_{k}": Metric(fp[k] - ptq_k)})
+        sweep = []
+        for delta, bits in cell.sweep:  # robustness curves: the same trained model, other test conditions
+            adc = bits if bits is not None else config.adc_bits
+            set_adc(model, adc)
+            if adc is not None:
+                calibrate_adc(model, calibration_batches(data, ctx))
+            point = noisy_evaluate(model, evaluate, cell.trials if delta > 0 else 1, cell.seed, delta)
+            sweep.append(SweepPoint(delta, bits, {k: _metric(point, k) for k in METRICS}))
+        outcome = Outcome(
+            metrics,
+            data.fingerprint,
+            trained["train_time_s"] + time.perf_counter() - t0,
+            trained["resumed_from_epoch"] > 0,
+            refit_counts(model),
+            sweep,
+        )
+        ckpt.unlink(missing_ok=True)
+        _barrier(ctx)
+        return outcome
+
+    @staticmethod
+    def _quantized(
+        cell: Cell, data: DataBundle, fp_state: dict, ctx: Context
+    ) -> tuple[nn.Module, QuantConfig]:
+        torch.manual_seed(cell.seed)
+        model = build_model(cell.model, data.num_classes, data.input_size)
+        if cell.init == "pretrained":
+            model.load_state_dict(fp_state)
+        model.to(ctx.device)
+        config = QuantConfig(
+            method=cell.method,
+            levels=cell.levels,
+            noise=cell.noise_train,
+            first_last=cell.first_last,
+            refit_threshold=cell.recipe.refit_threshold,
+            **dict(cell.options),
+        )
+        quantize_model(model, config)
+        if config.adc_bits is not None:
+            calibrate_adc(model, calibration_batches(data, ctx))
+        return model, config
+
+
+def _metric(result: Any, key: str) -> Metric:
+    return Metric(result.mean[key], result.std[key], len(result.values[key]))
+
+
+BACKEND = TorchLoop()

@@ -1,0 +1,90 @@
+"""Table 4: SSD300 (VGG16) on PASCAL VOC 07+12 -> VOC07 test at 3, 4 and 8 levels, with and without 1% NATS.
+
+Runs in mmengine's Runner with CacimHook (benchmarks/backends/mmengine.py), config
+benchmarks/openmmlab/configs/<config>. Two-stage reading of the paper (docs/openmmlab.md): the float SSD is
+trained once (120k iterations at paper scale), then each quantized cell fine-tunes from it for another
+schedule of the same length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.experiments import Cell, MMRecipe, Row, Setup, expand, register_experiment
+from benchmarks.openmmlab.voc_shapes import PROXY, SMOKE
+
+METRICS = (("mAP", "pascal_voc/mAP", 100.0),)
+SHAPES = "voc-shapes (generated)"
+# Smoke runs only check that every stage works end to end: a few iterations, small batches, no workers.
+SMOKE_EXTRA = {
+    "train_dataloader": {"batch_size": 2, "num_workers": 0, "persistent_workers": False},
+    "test_dataloader": {"batch_size": 1, "num_workers": 0, "persistent_workers": False},
+}
+
+
+def multistep(iters: int, lr: float, warmup: int) -> dict[str, Any]:
+    """SSD's schedule shape from the paper: lr for 2/3 of the iterations, then /10 and /100 for 1/6 each."""
+    return {
+        "train_cfg": {"max_iters": iters},
+        "optim_wrapper": {"optimizer": {"lr": lr}},
+        "param_scheduler": [
+            {"type": "LinearLR", "start_factor": 0.01, "by_epoch": False, "begin": 0, "end": warmup},
+            {
+                "type": "MultiStepLR",
+                "by_epoch": False,
+                "begin": 0,
+                "end": iters,
+                "milestones": [iters * 2 // 3, iters * 5 // 6],
+                "gamma": 0.1,
+            },
+        ],
+    }
+
+
+def _setup(
+    config: str, model: str, dataset: str, fp: dict, quant: dict, trials: int, data, extra=None
+) -> Setup:
+    def recipe(phase: dict) -> MMRecipe:
+        return MMRecipe(config, phase, METRICS, data, extra or {})
+
+    return Setup({"ssd300": model}, dataset, recipe(quant), recipe(fp), trials)
+
+
+SLIM = "ssd300_slim_vocshapes_cacim.py"
+SETUPS = {
+    "smoke": _setup(
+        SLIM,
+        "ssd300-vgg16 x1/8 width",
+        SHAPES,
+        multistep(4, 1e-3, 2),
+        multistep(2, 1e-4, 1),
+        2,
+        SMOKE,
+        SMOKE_EXTRA,
+    ),
+    # AdamW from random init (see the proxy config): 3000 float steps, 300 per quantized cell
+    "proxy": _setup(
+        SLIM,
+        "ssd300-vgg16 x1/8 width",
+        SHAPES,
+        multistep(3000, 1e-3, 100),
+        multistep(300, 1e-4, 10),
+        5,
+        PROXY,
+    ),
+    "paper": _setup(
+        "ssd300_vgg16_voc0712_cacim.py",
+        "ssd300-vgg16",
+        "voc0712",
+        multistep(120000, 1e-3, 500),
+        multistep(120000, 1e-3, 500),
+        5,
+        None,
+    ),
+}
+ROWS = [Row("lloyd", levels, noise=noise) for levels in (3, 4, 8) for noise in (0.0, 0.01)]
+
+
+@register_experiment("table4")
+def cells(scale: str) -> list[Cell]:
+    return expand("table4", SETUPS[scale], ROWS)
