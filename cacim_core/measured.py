@@ -109,7 +109,7 @@ class MeasuredConductances:
         return pool[pick].to(targets_uS.device, targets_uS.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: compare by `spec`
 class MeasuredNoise(NoiseModel):
     """Noise resampled from measurements: `QuantConfig(noise="measured:path=chip.csv")`.
 
@@ -176,6 +176,8 @@ class FittedNoise(NoiseModel):
             raise ValueError(f"fitted: kind must be 'level' or 'poly', got {self.kind!r}")
         data = MeasuredConductances.from_csv(self.path)
         object.__setattr__(self, "data", data)
+        object.__setattr__(self, "mean_coeffs", ())
+        object.__setattr__(self, "std_coeffs", ())
         if self.kind == "poly":
             levels = len(data.targets)
             if not 0 <= self.degree < levels:

@@ -46,9 +46,9 @@ class NoiseModel:
         """`name:key=value,...` with the parameters that differ from their defaults; `parse` reads it back."""
         params = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
             if not f.init or not f.metadata.get("spec", True):
                 continue
+            value = getattr(self, f.name)
             if f.default is not dataclasses.MISSING and value == f.default:
                 continue
             params.append(f"{f.name}={_format(value)}")
