@@ -214,8 +214,11 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
             continue
         analog = not (name in ends and config.first_last == "8bit")
         if analog:
-            quantizer = quantizers.build(config.method, levels=config.levels, **config.quantizer_kwargs)
             noise = config.noise_model()
+            kwargs = dict(config.quantizer_kwargs)
+            if getattr(quantizers.base.QUANTIZERS.get(config.method), "noise_aware", False):
+                kwargs.setdefault("noise", noise)  # e.g. lloyd_noise: fit under the training noise model
+            quantizer = quantizers.build(config.method, levels=config.levels, **kwargs)
         else:
             quantizer, noise = quantizers.build("uniform_maxabs", levels=255), None
         weight = module.weight.detach()

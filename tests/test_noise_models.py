@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -311,3 +312,68 @@ def test_measured_spec_is_the_measured_model():
     torch.testing.assert_close(
         by_spec(wq, torch.Generator().manual_seed(0)), direct(wq, torch.Generator().manual_seed(0))
     )
+
+
+# --- noise-aware Lloyd --------------------------------------------------------------------------------------
+
+import cacim_core.quantizers.noise_aware  # noqa: E402,F401  (registers lloyd_noise until quantizers/__init__ does)
+from cacim_core.quantizers.noise_aware import aware_edges  # noqa: E402
+
+
+def weights(n: int = 20_000) -> torch.Tensor:
+    return torch.randn(n, generator=torch.Generator().manual_seed(0)) * 0.05
+
+
+def expected_error(quantizer, noise, w: torch.Tensor, draws: int = 40) -> float:
+    """E over device draws of mean (w - (q(w) + n(q(w))))^2, estimated independently of the fit."""
+    wq = quantizer.quantize(w)
+    generator = torch.Generator().manual_seed(999)
+    return sum(float(((w - wq - noise(wq, generator)) ** 2).mean()) for _ in range(draws)) / draws
+
+
+@pytest.mark.parametrize("levels", [3, 4, 8])
+@pytest.mark.parametrize("noise", [None, 0.0, "stuck"])
+def test_lloyd_noise_without_noise_is_lloyd(levels, noise):
+    w = weights()
+    lloyd, aware = build("lloyd", levels=levels), build("lloyd_noise", levels=levels, noise=noise)
+    lloyd.fit(w)
+    aware.fit(w)
+    assert torch.equal(aware.levels, lloyd.levels) and torch.equal(aware.edges, lloyd.edges)
+
+
+def test_aware_edges_formula():
+    e, var = np.array([0.0, 1.0, 3.0]), np.array([0.0, 0.2, 0.2])
+    # tie of (w - e_k)^2 + v_k: w = (e_k + e_k+1)/2 + (v_k+1 - v_k) / (2 (e_k+1 - e_k))
+    np.testing.assert_allclose(aware_edges(e, var), [0.5 + 0.2 / 2, 2.0])
+
+
+def test_constant_mean_shift_pre_distorts_every_level():
+    w, shift = weights(), 0.01
+    exact = {"tol": 0.0, "max_iter": 100_000}  # both run to their fixed point
+    lloyd = build("lloyd", levels=4, **exact)
+    aware = build("lloyd_noise", levels=4, noise=lambda wq, g: torch.full_like(wq, shift), **exact)
+    lloyd.fit(w)
+    aware.fit(w)
+    torch.testing.assert_close(aware.levels, lloyd.levels - shift, atol=1e-6, rtol=0)
+    torch.testing.assert_close(aware.edges, lloyd.edges, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("spec", ["pcm:t=31536000,compensation=false", "gaussian:delta=0.02,mean=0.03"])
+def test_lloyd_noise_lowers_the_expected_error(spec):
+    w, noise = weights(), parse(spec)
+    lloyd, aware = build("lloyd", levels=4), build("lloyd_noise", levels=4, noise=spec)
+    lloyd.fit(w)
+    aware.fit(w)
+    base, better = expected_error(lloyd, noise, w), expected_error(aware, noise, w)
+    assert better < 0.99 * base, (better, base)
+    assert aware.expected_error == pytest.approx(better, rel=0.02)  # the fit's own Monte Carlo estimate
+
+
+def test_quantize_model_gives_lloyd_noise_the_training_noise():
+    model = quantize_model(
+        nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 2)), QuantConfig("lloyd_noise", noise="pcm:t=60")
+    )
+    assert quantized_layers(model)[0][2].quantizer.noise == PCMNoise(t=60.0)
+    config = QuantConfig("lloyd_noise", noise=0.02, quantizer_kwargs={"noise": "pcm:t=86400"})
+    model = quantize_model(nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 2)), config)
+    assert quantized_layers(model)[0][2].quantizer.noise == PCMNoise(t=86400.0)
