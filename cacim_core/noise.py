@@ -7,7 +7,7 @@ string that `parse` reads back (it goes into records and cell ids). Models are r
 `NOISES`: "gaussian" (NATS, here), "measured" and "fitted" (`cacim_core.measured`), "pcm"
 (`cacim_core.pcm`) and "stuck" (`cacim_core.device`).
 
-Specs `parse` accepts: None or 0 (no noise); a float (the NATS delta); "name" or "name:key=value,..."
+Specs `parse` accepts: None, 0 or "none" (no noise); a float (the NATS delta); "name" or "name:key=value,..."
 (e.g. "gaussian:delta=0.02,mean=0.01", "pcm:t=86400", "measured:path=chip.csv"); a dict
 {"type": "pcm", "t": 3600}; a built noise object; or any callable `(wq, generator) -> noise`.
 """
@@ -130,6 +130,8 @@ def parse(spec: Any) -> NoiseModel | None:
             raise ValueError(f"noise delta is a relative std and must be a finite number >= 0, got {spec}")
         model = GaussianNoise(float(spec))
     elif isinstance(spec, str):
+        if spec.strip().lower() in ("", "none"):  # what `spec_of` writes for no noise
+            return None
         model = _from_string(spec)
     elif isinstance(spec, dict):
         kwargs = dict(spec)

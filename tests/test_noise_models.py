@@ -44,6 +44,7 @@ def test_parse_every_form():
 
     assert isinstance(parse(shift), FunctionNoise) and parse(shift).spec.endswith("shift")
     assert spec_of(0.0) == "none" and spec_of(0.05) == "gaussian:delta=0.05"
+    assert parse("none") is None and parse(spec_of(None)) is None
 
 
 @pytest.mark.parametrize(
@@ -174,6 +175,14 @@ def test_pcm_drift_exponent_and_power_law(g, t):
     # drift exponent recovered from the conductances themselves: mean nu ~ mu_nu (folding negligible here)
     recovered = -torch.log(g_t / g_prog) / math.log((t + 20.0) / 20.0)
     assert float(recovered.mean()) == pytest.approx(ref_mu, abs=3 * ref_sigma / math.sqrt(1000))
+
+
+def test_pcm_same_seed_is_the_same_chip_at_every_time():
+    """A seed fixes the programming error and the drift exponents, so a chip can be followed over time."""
+    targets = torch.linspace(0, 25, 101, dtype=torch.float64)
+    states = [PCMNoise(t=t).conductances(targets, torch.Generator().manual_seed(2)) for t in (1.0, 86400.0)]
+    torch.testing.assert_close(states[0][0], states[1][0])
+    assert not torch.equal(states[0][1], states[1][1])
 
 
 def test_pcm_read_noise_formula():
