@@ -1,6 +1,6 @@
 """cacim_core: generalized (Lloyd) weight quantization and noise-aware training for analog CIM."""
 
-from . import quantizers
+from . import measured, noise, pcm, quantizers  # importing registers the noise models
 from .convert import QuantConfig, QuantizedWeight, export, float_weight, quantize_model, quantized_layers
 from .evaluate import NoisyResult, noisy_evaluate, weight_noise
 from .training import projection, refit_check, refit_counts
@@ -10,8 +10,11 @@ __all__ = [
     "QuantConfig",
     "QuantizedWeight",
     "export",
+    "measured",
+    "noise",
     "float_weight",
     "noisy_evaluate",
+    "pcm",
     "projection",
     "quantize_model",
     "quantized_layers",

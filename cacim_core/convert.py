@@ -16,36 +16,44 @@ import torch.fx
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from . import noise as noises
 from . import quantizers
-from .device import attach_adc
-from .noise import GaussianNoise
+from .device import Tile, attach_adc, tiled_noise
+from .noise import NoiseModel
 
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 FIRST_LAST = ("quantize", "fp", "8bit")
 NoiseFn = Callable[[Tensor, "torch.Generator | None"], Tensor]
+NoiseSpec = float | str | dict | NoiseModel | NoiseFn | None
 
 
 @dataclass(frozen=True)
 class QuantConfig:
     """Everything that decides how a model is quantized; one object, like torchao's configs.
 
-    noise: NATS delta (sigma = noise * max|W_q|, fresh every training forward); noise_mean: device mean shift
-    relative to max|W_q|; noise_fn: a custom noise model `(wq, generator) -> noise` (e.g. measured
-    conductances) that replaces the Gaussian one. first_last: the paper's footnotes: "quantize" (no mark),
-    "fp" (*, first and last layer stay float) or "8bit" (+, 255-level uniform, noise-free digital layers).
+    noise: the training noise, any spec `cacim_core.noise.parse` reads, drawn fresh every training forward:
+    a float is the NATS delta (sigma = noise * max|W_q|); "gaussian:delta=0.02,mean=0.05" adds a device
+    mean shift; "pcm:t=86400", "stuck:gmax=0.01", "measured:path=chip.csv", a dict or a noise object
+    select a device model. It is parsed once here (`noise_model()`); the spec string is `noise_spec`.
+    noise_fn: deprecated alias of noise=<callable> (kept for old callers).
+    first_last: the paper's footnotes: "quantize" (no mark), "fp" (*, first and last layer stay float)
+    or "8bit" (+, 255-level uniform, noise-free digital layers).
     include/exclude: fnmatch patterns on module names (a name also covers the module's children).
     refit_threshold: Algorithm 1's T (None: never re-fit);
     projection: "ratio" (<Wq,W>/||Wq||^2, the default: exactly 1 right after a Lloyd fit) or "cosine".
     adc_bits: digitise each analog layer's output with a b-bit ADC (`device.ADC`; calibrate its range with
-    `device.calibrate_adc` before use). bias_range_match: program a layer's bias as one more crossbar column,
-    [W b/s][x; s], quantized with the weights' levels and noise (`BiasColumn`). fold_bn: fold every
-    BatchNorm that directly follows a Conv/Linear into it (`fold_batchnorm`) before quantizing.
+    `device.calibrate_adc` before use). tile: (rows, cols), the largest crossbar tile: each layer's
+    (out, in * k * k) weight matrix is split into tiles of at most that size, each with its own noise
+    scale (max|W_q| of the tile) and, with adc_bits, its own ADC on its partial sums (Linear and groups=1
+    Conv layers); None: one tile per layer.
+    bias_range_match: program a layer's bias as one more crossbar column, [W b/s][x; s], quantized with
+    the weights' levels and noise (`BiasColumn`). fold_bn: fold every BatchNorm
+    that directly follows a Conv/Linear into it (`fold_batchnorm`) before quantizing.
     """
 
     method: str = "lloyd"
     levels: int = 4
-    noise: float = 0.0
-    noise_mean: float = 0.0
+    noise: NoiseSpec = 0.0
     noise_fn: NoiseFn | None = None
     first_last: str = "quantize"
     include: tuple[str, ...] = ()
@@ -54,6 +62,7 @@ class QuantConfig:
     refit_threshold: float | None = 0.1
     projection: str = "ratio"
     adc_bits: int | None = None
+    tile: Tile | None = None
     bias_range_match: bool = False
     fold_bn: bool = False
 
@@ -62,37 +71,56 @@ class QuantConfig:
             raise ValueError(f"first_last must be one of {FIRST_LAST}, got {self.first_last!r}")
         if self.projection not in ("ratio", "cosine"):
             raise ValueError(f"projection must be 'ratio' or 'cosine', got {self.projection!r}")
-        if self.noise < 0:
-            raise ValueError(f"noise is a relative std and must be >= 0, got {self.noise}")
         if self.method not in quantizers.names():
             raise KeyError(f"unknown quantizer {self.method!r}; registered: {', '.join(quantizers.names())}")
         if self.adc_bits is not None and self.adc_bits < 2:
             raise ValueError(f"adc_bits must be >= 2 (a signed ADC) or None, got {self.adc_bits}")
+        if self.tile is not None:
+            if len(self.tile) != 2 or not all(isinstance(n, int) and n > 0 for n in self.tile):
+                raise ValueError(f"tile must be (rows, cols) of positive ints or None, got {self.tile!r}")
+            object.__setattr__(self, "tile", tuple(self.tile))
+        if self.noise_fn is not None and noises.parse(self.noise) is not None:
+            raise ValueError(
+                "QuantConfig: give the noise once, as noise=...; noise_fn is its deprecated alias"
+            )
+        object.__setattr__(
+            self, "_noise", noises.parse(self.noise_fn if self.noise_fn is not None else self.noise)
+        )
 
-    def noise_model(self) -> NoiseFn | None:
-        if self.noise_fn is not None:
-            return self.noise_fn
-        model = GaussianNoise(self.noise, self.noise_mean)
-        return model if model.active else None
+    def noise_model(self) -> NoiseModel | None:
+        """The training noise object, parsed once from `noise` (None: noise-free)."""
+        return self._noise  # type: ignore[attr-defined]
+
+    @property
+    def noise_spec(self) -> str:
+        """Stable string of the training noise ("none", "gaussian:delta=0.02", "pcm:t=3600", ...)."""
+        model = self.noise_model()
+        return "none" if model is None else model.spec
 
 
 class QuantizedWeight(nn.Module):
     """The parametrization: W -> quantizer(W) (+ noise in training, or in eval inside `weight_noise`).
 
     analog: the layer sits on the crossbar (noise, ADC); False for the noise-free digital 8-bit end layers.
+    tile: the crossbar tile size (`QuantConfig.tile`): noise is drawn tile by tile (`device.tiled_noise`).
     """
 
     def __init__(
-        self, quantizer: quantizers.Quantizer, noise: NoiseFn | None, config: QuantConfig, analog: bool = True
+        self,
+        quantizer: quantizers.Quantizer,
+        noise: NoiseModel | None,
+        config: QuantConfig,
+        analog: bool = True,
     ) -> None:
         super().__init__()
         self.quantizer = quantizer
         self.noise = noise
         self.analog = analog
+        self.tile = config.tile if analog else None
         self.refit_threshold = config.refit_threshold
         self.projection = config.projection
         self.register_buffer("refits", torch.zeros((), dtype=torch.long))
-        self.eval_noise: tuple[NoiseFn | None, torch.Generator | None] | None = None
+        self.eval_noise: tuple[NoiseModel | None, torch.Generator | None] | None = None
 
     def forward(self, w: Tensor) -> Tensor:
         return self.perturb(self.quantizer(w))
@@ -101,10 +129,16 @@ class QuantizedWeight(nn.Module):
         """Add the device noise: fresh in training, the seeded draw inside `weight_noise`, else none."""
         if self.eval_noise is not None and not self.training:
             noise, generator = self.eval_noise
-            return wq if noise is None else wq + noise(wq, generator)
+            return wq if noise is None else wq + self.draw(noise, wq, generator)
         if self.training and self.noise is not None:
-            return wq + self.noise(wq, None)
+            return wq + self.draw(self.noise, wq, None)
         return wq
+
+    def draw(self, noise: NoiseFn, wq: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One noise sample for `wq`: per crossbar tile when the layer is tiled (a bias vector is not)."""
+        if self.tile is None or wq.dim() < 2:
+            return noise(wq, generator)
+        return tiled_noise(noise, wq, self.tile, generator)
 
     @torch.no_grad()
     def clean(self, w: Tensor) -> Tensor:
@@ -180,8 +214,11 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
             continue
         analog = not (name in ends and config.first_last == "8bit")
         if analog:
-            quantizer = quantizers.build(config.method, levels=config.levels, **config.quantizer_kwargs)
             noise = config.noise_model()
+            kwargs = dict(config.quantizer_kwargs)
+            if getattr(quantizers.base.QUANTIZERS.get(config.method), "noise_aware", False):
+                kwargs.setdefault("noise", noise)  # e.g. lloyd_noise: fit under the training noise model
+            quantizer = quantizers.build(config.method, levels=config.levels, **kwargs)
         else:
             quantizer, noise = quantizers.build("uniform_maxabs", levels=255), None
         weight = module.weight.detach()

@@ -3,16 +3,25 @@
 Each weight is a differential pair G = G+ - G-; one device of the pair sits at the reference conductance
 Gref and the other carries |G|: a positive weight puts Gref on the negative device, and vice versa.
 Per layer the weights are normalised by max|W| and multiplied by the usable range g_max - g_ref.
-The read-out side lives here too: a b-bit ADC that digitises each crossbar layer's output.
+The read-out side lives here too: a b-bit ADC that digitises each crossbar layer's output. Large layers
+are split into crossbar tiles (`QuantConfig.tile`): each tile has its own conductance scale (its noise is
+drawn with the tile's max|W_q|, `tiled_noise`) and its own ADC on its partial sums, added digitally.
+Also here: the `stuck` noise model (cells stuck at G_min or G_max).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .noise import NoiseModel, register
+
+Tile = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,49 @@ class ConductanceMap:
     def to_weight(self, g_plus: Tensor, g_minus: Tensor, w_max: float | Tensor) -> Tensor:
         """Weights read back from a (possibly measured) pair of conductances."""
         return (g_plus - g_minus) / self.scale * w_max
+
+
+@register("stuck")
+@dataclass(frozen=True)
+class StuckNoise(NoiseModel):
+    """Stuck cells: each device of each differential pair is stuck at g_min with probability `gmin`, at
+    g_max with probability `gmax` (independently per device, one draw per programmed chip), else it holds
+    its programmed conductance (`ConductanceMap.pair`). A device meant to sit at g_ref = g_min and stuck
+    there is harmless; one stuck at g_max turns its weight into a full-scale error.
+    """
+
+    gmin: float = 0.0
+    gmax: float = 0.0
+    device: ConductanceMap = field(default=ConductanceMap(), metadata={"spec": False})
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.gmin <= 1 and 0 <= self.gmax <= 1 and self.gmin + self.gmax <= 1):
+            raise ValueError(
+                f"stuck: fractions gmin={self.gmin}, gmax={self.gmax} must be in [0, 1], sum <= 1"
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.gmin > 0 or self.gmax > 0
+
+    def masks(
+        self, shape: torch.Size, generator: torch.Generator | None, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """(stuck at g_min, stuck at g_max) for the (2, *shape) devices, G+ then G-: one uniform each."""
+        u = torch.rand((2, *shape), generator=generator, device=device, dtype=torch.float64)
+        return u < self.gmin, (u >= self.gmin) & (u < self.gmin + self.gmax)
+
+    @torch.no_grad()
+    def __call__(self, wq: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        w = wq.detach()
+        w_max = w.abs().max()
+        if w_max == 0:
+            return torch.zeros_like(w)
+        g = torch.stack(self.device.pair(w, w_max))
+        low, high = self.masks(w.shape, generator, w.device)
+        g = torch.where(low, torch.full_like(g, self.device.g_min), g)
+        g = torch.where(high, torch.full_like(g, self.device.g_max), g)
+        return self.device.to_weight(g[0], g[1], w_max) - w
 
 
 class ADC(nn.Module):
@@ -99,17 +151,111 @@ class ADC(nn.Module):
 
 def _adc_hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
     adc = module._modules.get("adc")
-    return output if adc is None else adc(output)
+    if adc is not None:
+        return adc(output)
+    tile_adcs = module._modules.get("tile_adcs")
+    if tile_adcs is not None:
+        return tiled_forward(module, inputs[0], tile_adcs.tile, list(tile_adcs))
+    return output
+
+
+class TileADCs(nn.ModuleList):
+    """The ADCs of a tiled layer, one per (column block, row block), column-block major."""
+
+    def __init__(self, adcs: Iterable[ADC], tile: Tile) -> None:
+        super().__init__(adcs)
+        self.tile = tile
 
 
 def attach_adc(layer: nn.Module, bits: int | None, quantile: float = 0.999) -> None:
-    """Put a fresh (uncalibrated) b-bit ADC on `layer`'s output, replacing any; bits=None removes it."""
+    """Put fresh (uncalibrated) b-bit ADCs on `layer`'s output, replacing any; bits=None removes them.
+
+    A layer quantized with `QuantConfig.tile` gets one ADC per tile on its partial sums (`tiled_forward`).
+    """
     layer._modules.pop("adc", None)
+    layer._modules.pop("tile_adcs", None)
     if bits is None:
         return
-    layer.adc = ADC(bits, quantile).to(device=next(layer.parameters()).device)
+    device = next(layer.parameters()).device
+    tile = next((p.tile for p in _params(layer) if getattr(p, "tile", None) is not None), None)
+    if tile is None:
+        layer.adc = ADC(bits, quantile).to(device=device)
+    else:
+        if getattr(layer, "groups", 1) != 1 or not isinstance(
+            layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        ):
+            raise ValueError(
+                f"per-tile ADCs need a Linear or a groups=1 Conv layer, got {layer!r}; drop tile or adc_bits"
+            )
+        shape = _weight_shape(layer)
+        rows, cols = _blocks(shape[0], tile[0]), _blocks(math.prod(shape[1:]), tile[1])
+        adcs = [ADC(bits, quantile) for _ in range(len(rows) * len(cols))]
+        layer.tile_adcs = TileADCs(adcs, tile).to(device=device)
     if _adc_hook not in layer._forward_hooks.values():
         layer.register_forward_hook(_adc_hook)
+
+
+# ------------------------------------------------------------------------------------------------ tiles
+
+
+def _blocks(size: int, block: int) -> list[tuple[int, int]]:
+    return [(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+def _weight_shape(layer: nn.Module) -> torch.Size:
+    """The weight's shape without running the parametrization (which would draw training noise)."""
+    plist = getattr(getattr(layer, "parametrizations", None), "weight", None)
+    return plist.original.shape if plist is not None else layer.weight.shape
+
+
+def tiled_noise(
+    noise: Callable[[Tensor, torch.Generator | None], Tensor],
+    wq: Tensor,
+    tile: Tile,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Noise drawn tile by tile on the (out, in * k * k) view, each tile with its own scale (its max|W_q|).
+
+    Tiles are visited row block by row block, column blocks inside; one tile covering the whole matrix
+    draws exactly what `noise(wq, generator)` draws.
+    """
+    matrix = wq.reshape(wq.shape[0], -1)
+    out = torch.empty_like(matrix)
+    for r0, r1 in _blocks(matrix.shape[0], tile[0]):
+        for c0, c1 in _blocks(matrix.shape[1], tile[1]):
+            out[r0:r1, c0:c1] = noise(matrix[r0:r1, c0:c1], generator)
+    return out.reshape(wq.shape)
+
+
+def _partial(layer: nn.Module, x: Tensor, w: Tensor, c0: int, c1: int, bias: Tensor | None) -> Tensor:
+    """The layer's output from crossbar rows c0..c1 of the (out, in * k * k) view only (+ bias if given)."""
+    if isinstance(layer, nn.Linear):
+        return F.linear(x[..., c0:c1], w[:, c0:c1], bias)
+    kernel = math.prod(w.shape[2:])
+    ch0, ch1 = c0 // kernel, -(-c1 // kernel)
+    wb = w[:, ch0:ch1]
+    if c0 != ch0 * kernel or c1 != ch1 * kernel:  # the block cuts through a channel's kernel
+        mask = torch.zeros((ch1 - ch0) * kernel, device=w.device, dtype=w.dtype)
+        mask[c0 - ch0 * kernel : c1 - ch0 * kernel] = 1
+        wb = wb * mask.reshape(1, ch1 - ch0, *w.shape[2:])
+    return layer._conv_forward(x[:, ch0:ch1], wb, bias)
+
+
+def tiled_forward(layer: nn.Module, x: Tensor, tile: Tile, adcs: list[ADC]) -> Tensor:
+    """Forward of a tiled layer: per tile, the partial sum of its rows (inputs) is digitised by the tile's
+    ADC; partial sums are added digitally. The bias enters the last column block's analog sum (a bias row
+    on that tile), so a single tile reproduces the untiled ADC'd layer exactly.
+    """
+    w, bias = layer.weight, layer.bias
+    rows, cols = _blocks(w.shape[0], tile[0]), _blocks(w[0].numel(), tile[1])
+    dim = -1 if isinstance(layer, nn.Linear) else 1
+    total = None
+    for j, (c0, c1) in enumerate(cols):
+        part = _partial(layer, x, w, c0, c1, bias if j == len(cols) - 1 else None)
+        pieces = [adcs[j * len(rows) + i](part.narrow(dim, r0, r1 - r0)) for i, (r0, r1) in enumerate(rows)]
+        part = torch.cat(pieces, dim)
+        total = part if total is None else total + part
+    return total
 
 
 def set_adc(model: nn.Module, bits: int | None, quantile: float = 0.999) -> int:

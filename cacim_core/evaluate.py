@@ -11,45 +11,70 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import noise as noises
 from .convert import NoiseFn, quantized_layers
-from .noise import GaussianNoise
+from .noise import GaussianNoise, NoiseModel
+
+OWN = None  # `noise=None`: each layer keeps the noise model it was quantized with
+
+
+def resolve(
+    noise: object = OWN, delta: float | None = None, mean: float = 0.0, noise_fn: NoiseFn | None = None
+) -> tuple[bool, NoiseModel | None]:
+    """(replace the layers' own noise?, the replacement) from `noise=` or its legacy sugar.
+
+    `delta=`/`mean=` (Gaussian) and `noise_fn=` (a callable) are thin sugar for `noise=`, kept for old
+    callers; give one of the three.
+    """
+    given = [
+        name
+        for name, value in (("noise", noise), ("delta", delta), ("noise_fn", noise_fn))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(
+            f"pass either noise= or its legacy forms delta=/noise_fn=, not {' and '.join(given)}"
+        )
+    if delta is None and mean != 0:
+        raise ValueError(
+            "a mean shift needs delta (pass delta=0.0 for a pure shift, or noise='gaussian:mean=...')"
+        )
+    if delta is not None:
+        return True, noises.parse(GaussianNoise(delta, mean))
+    if noise_fn is not None:
+        return True, noises.parse(noise_fn)
+    if noise is not None:
+        return True, noises.parse(noise)
+    return False, None
 
 
 @contextlib.contextmanager
 def weight_noise(
     model: nn.Module,
-    delta: float | None = None,
+    noise: object = OWN,
     seed: int = 0,
+    *,
+    delta: float | None = None,
     mean: float = 0.0,
     noise_fn: NoiseFn | None = None,
 ) -> Iterator[nn.Module]:
-    """Within the block, eval-mode forwards see one seeded noise sample per quantized layer.
+    """Within the block, eval-mode forwards see one seeded noise sample per quantized layer (one chip).
 
-    delta=None uses each layer's own noise model (none if it was trained without noise); a number replaces it
-    on every analog layer with Gaussian noise of that relative std and relative mean shift `mean` (a device
-    drift; e.g. to test a noise-free-trained model under 2% noise shifted by +1%); digital 8-bit layers
-    stay noise-free. `noise_fn` (e.g. `cacim_core.measured.MeasuredNoise`) replaces it the same way with
-    any noise model `(wq, generator) -> noise`.
+    noise=None uses each layer's own noise model (none if it was trained without noise); any other spec
+    (`cacim_core.noise.parse`: 0 for noise-free, a delta, "pcm:t=86400", a noise object, ...) replaces it on
+    every analog layer; digital 8-bit layers stay noise-free. delta=/mean=/noise_fn= are legacy sugar for
+    noise= (`resolve`).
     Each layer draws from its own generator seeded by (seed, layer index), so the draw does not depend on
     the order layers run in; the noisy weights are computed once and cached for the whole block.
     """
-    if delta is None and mean != 0:
-        raise ValueError("weight_noise: a mean shift needs delta (pass delta=0.0 for a pure shift)")
-    if noise_fn is not None and delta is not None:
-        raise ValueError("weight_noise: pass either delta (Gaussian) or noise_fn, not both")
+    replace, replacement = resolve(noise, delta, mean, noise_fn)
     layers = quantized_layers(model)
     try:
         for index, (_, module, p) in enumerate(layers):
-            if noise_fn is not None:
-                noise = noise_fn if p.analog else None
-            elif delta is None:
-                noise = p.noise
-            else:
-                replacement = GaussianNoise(delta, mean)
-                noise = replacement if replacement.active and p.analog else None
+            layer_noise = (replacement if p.analog else None) if replace else p.noise
             device = module.parametrizations.weight.original.device
             generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
-            p.eval_noise = (noise, generator)
+            p.eval_noise = (layer_noise, generator)
         with parametrize.cached():
             yield model
     finally:
@@ -59,9 +84,12 @@ def weight_noise(
 
 @dataclass
 class NoisyResult:
+    """Per metric: mean and sample std over `n` draws (programmed chips), and the draws' values."""
+
     mean: dict[str, float]
     std: dict[str, float]
     values: dict[str, list[float]]
+    n: int
 
 
 def noisy_evaluate(
@@ -69,38 +97,40 @@ def noisy_evaluate(
     metric_fn: Callable[[nn.Module], float | dict[str, float]],
     draws: int = 5,
     seed: int = 0,
+    noise: object = OWN,
+    *,
     delta: float | None = None,
     mean: float = 0.0,
     noise_fn: NoiseFn | None = None,
 ) -> NoisyResult:
     """Mean and sample std (ddof=1) of metric_fn(model) over `draws` seeded noise draws, in eval mode.
 
-    delta, mean and noise_fn as in `weight_noise`. Without any active noise every draw is identical, so the
-    metric is computed once (std 0).
+    noise (and its legacy sugar delta/mean/noise_fn) as in `weight_noise`, parsed once here. Without any
+    active noise every draw is identical, so the metric is computed once (std 0, n 1).
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    if noise_fn is not None:
-        noisy = True
-    elif delta is None:
-        noisy = any(p.noise is not None for _, _, p in quantized_layers(model))
+    replace, replacement = resolve(noise, delta, mean, noise_fn)
+    if replace:
+        noisy = replacement is not None
     else:
-        noisy = GaussianNoise(delta, mean).active
+        noisy = any(p.noise is not None for _, _, p in quantized_layers(model))
+    spec = (0.0 if replacement is None else replacement) if replace else OWN  # parsed: pass the object
     was_training = model.training
     model.eval()
     values: dict[str, list[float]] = {}
     try:
         with torch.no_grad():
             for draw in range(draws if noisy else 1):
-                with weight_noise(model, delta, seed + draw, mean, noise_fn):
+                with weight_noise(model, spec, seed + draw):
                     out = metric_fn(model)
                 for key, value in (out if isinstance(out, dict) else {"value": out}).items():
                     values.setdefault(key, []).append(float(value))
     finally:
         model.train(was_training)
-    mean = {k: sum(v) / len(v) for k, v in values.items()}
+    means = {k: sum(v) / len(v) for k, v in values.items()}
     std = {
-        k: math.sqrt(sum((x - mean[k]) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+        k: math.sqrt(sum((x - means[k]) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
         for k, v in values.items()
     }
-    return NoisyResult(mean, std, values)
+    return NoisyResult(means, std, values, n=draws if noisy else 1)

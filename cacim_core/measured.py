@@ -12,21 +12,27 @@ comments):
 
 - pairs: a header ``target_uS,measured_uS`` and one programmed device pair per row.
 
-Sampling resamples the measured deviations (measured - target) of the nearest target level, so the noise
-keeps whatever shape, level dependence and mean shift the devices have; nothing assumes a Gaussian.
+Two noise models read such a file. "measured" (`MeasuredNoise`) resamples the measured deviations
+(measured - target) of the nearest target level, so the noise keeps whatever shape, level dependence and
+mean shift the devices have; nothing assumes a Gaussian. "fitted" (`FittedNoise`) fits a Gaussian
+programming noise to it instead: the per-level mean and std, or polynomials in the target conductance
+that also cover targets between the measured levels; its `quality` says how well the fit matches.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .device import ConductanceMap
+from .noise import NOISES, NoiseModel, register
 
 PAIR_HEADER = ("target", "measured")
 MIN_SAMPLES_PER_LEVEL = 2
@@ -103,9 +109,9 @@ class MeasuredConductances:
         return pool[pick].to(targets_uS.device, targets_uS.dtype)
 
 
-@dataclass(frozen=True)
-class MeasuredNoise:
-    """A noise model `(wq, generator) -> noise` from measurements: `QuantConfig(noise_fn=MeasuredNoise(m))`.
+@dataclass(frozen=True, eq=False)  # tensors inside: compare by `spec`
+class MeasuredNoise(NoiseModel):
+    """Noise resampled from measurements: `QuantConfig(noise="measured:path=chip.csv")`.
 
     Programs the layer's quantized weights onto differential conductances (section 4.4: G = wq / max|wq| *
     scale), adds a measured conductance error drawn for each device pair, and returns the error in weight
@@ -114,11 +120,131 @@ class MeasuredNoise:
 
     conductances: MeasuredConductances
     device: ConductanceMap = ConductanceMap()
+    name = "measured"
+
+    @classmethod
+    def from_csv(cls, path: str) -> MeasuredNoise:
+        return cls(MeasuredConductances.from_csv(path))
 
     def __call__(self, wq: Tensor, generator: torch.Generator | None = None) -> Tensor:
         w_max = wq.detach().abs().max()
         g = self.device.differential(wq.detach(), w_max)
         return self.conductances.sample_deviation(g, generator) / self.device.scale * w_max
+
+    @property
+    def spec(self) -> str:
+        return f"measured:path={self.conductances.source}"
+
+
+NOISES.register("measured")(MeasuredNoise.from_csv)
+
+
+@dataclass(frozen=True)
+class FitQuality:
+    """How well a fitted programming-noise model matches the file, over its measured levels.
+
+    r2_std: R^2 of the predicted std against the per-level sample std (nan when every level has the same
+    std); residual_std: rms of (predicted - sample std) in uS; ks: the largest Kolmogorov-Smirnov distance,
+    over levels, between the standardised measured deviations and N(0, 1) (about 1.36 / sqrt(n) is the 5%
+    critical value for n samples of a Gaussian).
+    """
+
+    r2_std: float
+    residual_std: float
+    ks: float
+
+
+@register("fitted")
+@dataclass(frozen=True)
+class FittedNoise(NoiseModel):
+    """Gaussian programming noise fitted to a measured conductance file: N(mu(G), sigma(G)^2) in uS.
+
+    kind="level": mu and sigma of the nearest measured level (the per-level fit); kind="poly": mu and
+    sigma are polynomials of `degree` in the target conductance G, least squares over the levels.
+    """
+
+    path: str
+    kind: str = "level"
+    degree: int = 2
+    device: ConductanceMap = dataclasses.field(default=ConductanceMap(), metadata={"spec": False})
+    data: MeasuredConductances = dataclasses.field(init=False, repr=False, compare=False)
+    mean_coeffs: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    std_coeffs: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("level", "poly"):
+            raise ValueError(f"fitted: kind must be 'level' or 'poly', got {self.kind!r}")
+        data = MeasuredConductances.from_csv(self.path)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "mean_coeffs", ())
+        object.__setattr__(self, "std_coeffs", ())
+        if self.kind == "poly":
+            levels = len(data.targets)
+            if not 0 <= self.degree < levels:
+                raise ValueError(f"fitted: degree must be in 0..{levels - 1} for {levels} measured levels")
+            x = data.targets.numpy()
+            object.__setattr__(
+                self, "mean_coeffs", tuple(np.polyfit(x, data.mean_shift.numpy(), self.degree))
+            )
+            object.__setattr__(self, "std_coeffs", tuple(np.polyfit(x, data.std.numpy(), self.degree)))
+
+    def stats(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) of the programming error (uS) at target conductances `g`."""
+        if self.kind == "level":
+            index = self.data.nearest_level(g).cpu()
+            return self.data.mean_shift[index].to(g), self.data.std[index].to(g)
+        return _polyval(self.mean_coeffs, g), _polyval(self.std_coeffs, g).clamp_min(0.0)
+
+    @property
+    def quality(self) -> FitQuality:
+        targets = self.data.targets
+        mean, std = self.stats(targets)
+        sample = self.data.std
+        total = float(((sample - sample.mean()) ** 2).sum())
+        residual = float(((std - sample) ** 2).sum())
+        ks = max(
+            _ks_normal((dev - m) / s)
+            for dev, m, s in zip(self.data.deviations, mean, std, strict=True)
+            if s > 0
+        )
+        return FitQuality(
+            r2_std=1 - residual / total if total > 0 else math.nan,
+            residual_std=math.sqrt(residual / len(targets)),
+            ks=ks,
+        )
+
+    @torch.no_grad()
+    def __call__(self, wq: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        w = wq.detach()
+        w_max = w.abs().max()
+        mean, std = self.stats(self.device.differential(w, w_max))
+        eps = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        return (mean + std * eps) / self.device.scale * w_max
+
+    def describe(self) -> str:
+        q = self.quality
+        how = "per level" if self.kind == "level" else f"polynomial degree {self.degree}"
+        return (
+            f"programming noise fitted to {self.path} ({how}): R^2 of std {q.r2_std:.3f}, "
+            f"residual std {q.residual_std:.3g} uS, max KS distance {q.ks:.3f}"
+        )
+
+
+def _polyval(coeffs: tuple[float, ...], g: Tensor) -> Tensor:
+    out = torch.zeros_like(g)
+    for c in coeffs:  # Horner, highest power first (numpy's polyfit order)
+        out = out * g + c
+    return out
+
+
+def _ks_normal(z: Tensor) -> float:
+    """Kolmogorov-Smirnov distance between the sample z and N(0, 1)."""
+    z = z.double().sort().values
+    n = len(z)
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    upper = torch.arange(1, n + 1, dtype=torch.float64) / n - cdf
+    lower = cdf - torch.arange(0, n, dtype=torch.float64) / n
+    return float(torch.maximum(upper, lower).max())
 
 
 def _is_pair_header(header: list[str]) -> bool:

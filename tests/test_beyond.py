@@ -78,7 +78,9 @@ def test_ha_sgd_errors():
 
 
 def test_mean_shift_in_training_and_at_test():
-    model = quantize_model(mlp(), QuantConfig(levels=4, noise=0.02, noise_mean=0.05, first_last="8bit"))
+    model = quantize_model(
+        mlp(), QuantConfig(levels=4, noise="gaussian:delta=0.02,mean=0.05", first_last="8bit")
+    )
     layer = model[2]
     _, _, p = quantized_layers(model)[1]
     clean = p.clean(float_weight(layer))
@@ -101,7 +103,7 @@ def _regression_error(noise_mean: float, eval_mean: float) -> float:
     x, teacher = torch.randn(256, 16, generator=g), torch.randn(16, 4, generator=g)
     y = x @ teacher
     torch.manual_seed(0)
-    config = QuantConfig(levels=16, noise=0.01, noise_mean=noise_mean)
+    config = QuantConfig(levels=16, noise={"type": "gaussian", "delta": 0.01, "mean": noise_mean})
     model = quantize_model(nn.Linear(16, 4, bias=False), config)
     opt = torch.optim.Adam(model.parameters(), lr=0.03)
     for _ in range(150):
@@ -293,9 +295,16 @@ def test_fold_batchnorm_keeps_the_eval_function():
 def test_fold_batchnorm_only_direct_pairs_and_via_config():
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3), nn.MaxPool2d(2), nn.BatchNorm2d(8), nn.ReLU(),  # pool before BN: not foldable
-        nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, 10), nn.BatchNorm1d(10),
+        nn.Conv2d(3, 8, 3),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),  # pool before BN: not foldable
+        nn.Conv2d(8, 8, 3, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 10),
+        nn.BatchNorm1d(10),
     )
     model = randomise_bn(net)
     x = torch.randn(4, 3, 14, 14)

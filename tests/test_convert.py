@@ -174,7 +174,7 @@ def test_eval_noise_fn_replaces_the_layer_noise():
             )
             shifted = model(x)
     assert not torch.equal(clean, shifted)
-    with pytest.raises(ValueError, match="either delta"):
+    with pytest.raises(ValueError, match="either noise= or"):
         with weight_noise(model, delta=0.02, noise_fn=shift):
             pass
     assert noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise_fn=shift).values["value"][
