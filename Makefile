@@ -66,6 +66,13 @@ robustness: core
 	$(RUN) robustness $(RUN_FLAGS)
 	$(VPY) -m figures.robustness --scale $(SCALE)
 
+.PHONY: drift
+# Accuracy vs time after programming on PCM (README: Device models): figures/out/<scale>/drift.png/.pdf and
+# tables/out/<scale>/drift.md
+drift: core
+	$(RUN) drift $(RUN_FLAGS)
+	$(VPY) -m figures.drift --scale $(SCALE)
+
 # ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=)
 CHECKPOINT ?=
 CONDUCTANCES ?=

@@ -48,7 +48,7 @@ class Metric:
 class SweepPoint:
     """The same trained model evaluated under other test conditions (robustness curves)."""
 
-    noise: float
+    noise: float | str  # a Gaussian delta, or a noise spec (cacim_core.noise.parse), e.g. "pcm:t=3600"
     adc_bits: int | None
     metrics: dict[str, Metric]
 
@@ -228,11 +228,16 @@ def load(experiment: str | None = None, scale: str | None = None, root: str | Pa
     rows = []
     for r in load_records(root, experiment, scale):
         row: dict[str, Any] = {c: getattr(r, c) for c in CELL_COLUMNS}
-        row.update({f"opt_{k}": v for k, v in r.options.items()})
+        row.update({f"opt_{k}": _flat(v) for k, v in r.options.items()})
         for name, m in r.metrics.items():
             row.update({name: m.mean, f"{name}_std": m.std, f"{name}_n": m.n})
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else list(CELL_COLUMNS))
+
+
+def _flat(value: Any) -> Any:
+    """A DataFrame cell must be hashable (groupby, compare): dict options become "k=v,..." strings."""
+    return ",".join(f"{k}={v}" for k, v in sorted(value.items())) if isinstance(value, dict) else value
 
 
 def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):

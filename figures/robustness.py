@@ -22,8 +22,9 @@ import pandas as pd  # noqa: E402
 from benchmarks.experiments.robustness import COMPARE_NOISE  # noqa: E402
 from benchmarks.results import atomic_write, load, load_sweeps  # noqa: E402
 from benchmarks.stats import t_interval  # noqa: E402
+from cacim_core.noise import parse  # noqa: E402
 
-AXES = {"noise": "test-time weight noise delta (%)", "adc": "ADC bits"}
+AXES = {"noise": "test-time weight noise delta (%)", "adc": "ADC bits", "stuck": "devices stuck (%)"}
 ROWS = ("training noise / HA-SGD (lloyd)", f"quantizers, trained at {COMPARE_NOISE:.0%}")
 
 
@@ -34,11 +35,22 @@ def label(cell: pd.Series) -> str:
     return f"NATS train {cell['noise_train']:.0%}"
 
 
+def _stuck_percent(spec: object) -> float | None:
+    """Percent of devices stuck for a stuck-cell sweep point, None for any other point."""
+    model = parse(spec) if isinstance(spec, str) else None
+    return 100 * (model.gmin + model.gmax) if model is not None and hasattr(model, "gmax") else None
+
+
 def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
     """One point per (cell without seed, x): mean over seeds, band = 95% CI over seeds (several seeds) or
     the std over one model's noise draws (one seed)."""
-    top1 = sweeps[(sweeps["metric"] == "top1") & (sweeps["adc_bits"].isna() == (axis == "noise"))].copy()
-    top1["x"] = top1["test_noise"] * 100 if axis == "noise" else top1["adc_bits"]
+    top1 = sweeps[sweeps["metric"] == "top1"].copy()
+    top1["stuck"] = [_stuck_percent(v) for v in top1["test_noise"]]
+    if axis == "stuck":
+        top1 = top1[top1["stuck"].notna()].assign(x=top1["stuck"])
+    else:
+        top1 = top1[top1["stuck"].isna() & (top1["adc_bits"].isna() == (axis == "noise"))]
+        top1["x"] = top1["test_noise"].astype(float) * 100 if axis == "noise" else top1["adc_bits"]
     top1["curve"] = [c.replace(f"-s{s}", "", 1) for c, s in zip(top1["cell"], top1["seed"], strict=True)]
     rows = []
     for (curve, x), group in top1.groupby(["curve", "x"]):
@@ -97,7 +109,11 @@ def plot(
         else f"band: +-1 std over {draws} noise draws of one run"
     )
     first = sweeps.iloc[0]
-    title = "ADC output bits (test noise 2%)" if axis == "adc" else "test-time weight noise"
+    title = {
+        "adc": "ADC output bits (test noise 2%)",
+        "noise": "test-time weight noise",
+        "stuck": "stuck devices (half at g_min, half at g_max)",
+    }[axis]
     fig.suptitle(
         f"Top-1 vs {title}: {first['model']} on {first['dataset']}, {scale} scale (measured here; {band})",
         fontsize=10,
@@ -128,7 +144,9 @@ def render(
     out.mkdir(parents=True, exist_ok=True)
     written, noise = plot(sweeps, fp, "noise", scale, out / "robustness")
     more, adc = plot(sweeps, fp, "adc", scale, out / "robustness_adc")
-    table = pd.concat([noise, adc])[
+    written += more
+    more, stuck = plot(sweeps, fp, "stuck", scale, out / "robustness_stuck")
+    table = pd.concat([noise, adc, stuck])[
         [
             "curve",
             "method",

@@ -276,7 +276,7 @@ def test_measured_noise_plugs_into_quantize_model(tmp_path: Path) -> None:
     path.write_text(levels + "\n" + "\n".join(["-15.25,-4.5,5.5,16.25"] * 3) + "\n")  # every device +0.5 uS
     model = torch.nn.Sequential(torch.nn.Linear(16, 8))
     noise = MeasuredNoise(MeasuredConductances.from_csv(path))
-    quantize_model(model, QuantConfig(method="lloyd", levels=4, noise_fn=noise))
+    quantize_model(model, QuantConfig(method="lloyd", levels=4, noise=noise))
     model.eval()
     clean = model[0].weight.detach().clone()
     with weight_noise(model, seed=0):

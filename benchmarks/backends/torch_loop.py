@@ -33,7 +33,8 @@ from benchmarks.results import (
 )
 from cacim_core import QuantConfig, noisy_evaluate, quantize_model, refit_check, refit_counts
 from cacim_core.device import calibrate_adc, set_adc
-from cacim_core.measured import MeasuredConductances, MeasuredNoise
+from cacim_core.measured import MeasuredConductances
+from cacim_core.noise import parse
 from cacim_core.training import ha_sgd_backward
 
 METRICS = ("top1", "top5")
@@ -290,14 +291,11 @@ class TorchLoop:
         t0 = time.perf_counter()
         if config.adc_bits is not None:
             calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
+        noise: Any = cell.noise_eval  # parsed once by cacim_core.noise.parse: a delta, or the measured model
         if cell.noise_eval_file:
-            noise: dict[str, Any] = {
-                "noise_fn": MeasuredNoise(MeasuredConductances.from_csv(cell.noise_eval_file))
-            }
-        else:
-            noise = {"delta": cell.noise_eval}
+            noise = {"type": "measured", "path": cell.noise_eval_file}
         draws = cell.trials if cell.noise_eval > 0 or cell.noise_eval_file else 1
-        result = noisy_evaluate(model, evaluate, draws=draws, seed=cell.seed, **noise)
+        result = noisy_evaluate(model, evaluate, draws=draws, seed=cell.seed, noise=noise)
         metrics: dict[str, Metric] = {}
         for k in METRICS:
             metrics.update(gap_metrics(k, fp[k], _metric(result, k)))
@@ -309,7 +307,8 @@ class TorchLoop:
             set_adc(model, adc)
             if adc is not None:
                 calibrate_adc(model, calibration_batches(data, ctx))
-            point = noisy_evaluate(model, evaluate, cell.trials if delta > 0 else 1, cell.seed, delta)
+            draws = cell.trials if parse(delta) is not None else 1
+            point = noisy_evaluate(model, evaluate, draws, cell.seed, noise=delta)
             sweep.append(SweepPoint(delta, bits, {k: _metric(point, k) for k in METRICS}))
         outcome = Outcome(
             metrics,
@@ -347,7 +346,7 @@ class TorchLoop:
 
 
 def _metric(result: Any, key: str) -> Metric:
-    return Metric(result.mean[key], result.std[key], len(result.values[key]))
+    return Metric(result.mean[key], result.std[key], result.n)
 
 
 BACKEND = TorchLoop()

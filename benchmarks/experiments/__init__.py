@@ -17,7 +17,7 @@ from typing import Any
 from cacim_core.registry import Registry
 
 SCALES = ("smoke", "proxy", "paper")
-BUILTIN = ("table1", "table2", "table3", "delta", "robustness", "table4", "table5", "fig3", "fig4b")
+BUILTIN = ("table1", "table2", "table3", "delta", "robustness", "drift", "table4", "table5", "fig3", "fig4b")
 EXPERIMENTS: Registry[Callable[[str], list[Cell]]] = Registry("experiment")
 
 
@@ -105,7 +105,8 @@ class Cell:
     trials: int = 1
     max_batches: int | None = None
     options: tuple[tuple[str, Any], ...] = ()  # more QuantConfig fields by name, e.g. (("adc_bits", 6),)
-    sweep: tuple[tuple[float, int | None], ...] = ()  # more evaluations: (test noise delta, ADC bits | None)
+    # more evaluations of the trained model: (test noise: a delta or any noise spec, ADC bits | None)
+    sweep: tuple[tuple[float | str, int | None], ...] = ()
     noise_eval_file: str = ""  # evaluate on measured conductances (cacim_core.measured) instead of Gaussian
 
     @property
@@ -115,13 +116,20 @@ class Cell:
     @property
     def id(self) -> str:
         noise = f"n{self.noise_train * 100:g}" + (f"e{self.noise_eval * 100:g}" if self.noise_eval else "")
-        extra = "".join(f"-{k}={v}" for k, v in self.options)
+        extra = "".join(f"-{k}={_compact(v)}" for k, v in self.options)
         if isinstance(self.recipe, Recipe) and self.recipe.noise_samples != 1:
             extra += f"-L{self.recipe.noise_samples}e{self.recipe.epochs}"
         base = f"{self.arch}-{self.method}-{self.levels}L-{self.first_last}-{noise}-{self.init}-s{self.seed}"
         if self.noise_eval_file:
             extra += f"-measured={Path(self.noise_eval_file).stem}"
         return base + extra
+
+
+def _compact(value: Any) -> str:
+    """An option value as it appears in a cell id: dicts as k=v pairs, no quotes or braces."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Two families of trained models at 3, 4 and 8 levels, each evaluated on the same 
 - Lloyd trained at several NATS deltas, and with HA-SGD (L noise draws per step) both at equal steps
   (L x the compute) and at equal compute (epochs / L);
 - every quantizer that supports the level count, trained at COMPARE_NOISE.
-The ADC sweep digitises every analog layer's output (range calibrated on training batches) at ADC_NOISE.
+The ADC sweep digitises every analog layer's output (range calibrated on training batches) at ADC_NOISE;
+the stuck sweep sticks a fraction of the devices at g_min / g_max (cacim_core.device.StuckNoise), per chip.
 """
 
 from dataclasses import replace
@@ -25,7 +26,12 @@ QUANTIZERS = {
     4: ("lloyd", "uniform", "log2", "lqnet", "apot", "lsq", "lglsq"),
     8: ("lloyd", "uniform", "log2", "lqnet", "apot", "lsq", "lglsq"),
 }
-SWEEP = tuple((delta, None) for delta in TEST_NOISES) + tuple((ADC_NOISE, bits) for bits in ADC_BITS)
+STUCK = (0.001, 0.005, 0.01, 0.02, 0.05)  # fraction of devices stuck, half at g_min and half at g_max
+SWEEP = (
+    tuple((delta, None) for delta in TEST_NOISES)
+    + tuple((ADC_NOISE, bits) for bits in ADC_BITS)
+    + tuple((f"stuck:gmin={f / 2:g},gmax={f / 2:g}", None) for f in STUCK)
+)
 
 SETUPS = {
     # Paper scale: ResNet-20 on CIFAR-10 with Table 1's recipe (needs DATA= and a GPU for the whole grid).
@@ -67,7 +73,7 @@ def cells(scale: str) -> list[Cell]:
     samples, ha_noise = HA_SGD
     if scale == "smoke":  # one model per family, a short sweep: exercises every code path in seconds
         rows = [Row("lloyd", 3, noise=COMPARE_NOISE), Row("lglsq", 3, noise=COMPARE_NOISE)]
-        sweep = ((0.0, None), (0.05, None), (ADC_NOISE, 3))
+        sweep = ((0.0, None), (0.05, None), (ADC_NOISE, 3), ("stuck:gmin=0.01,gmax=0.01", None))
         samples, ha_noise, levels = 2, COMPARE_NOISE, (3,)
     else:
         noise_rows = [Row("lloyd", v, noise=n) for v in LEVELS for n in TRAIN_NOISES]

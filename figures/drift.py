@@ -1,0 +1,161 @@
+"""Accuracy vs time after programming on PCM (`make drift`): one panel per level count, one line per
+quantizer and training noise, solid with drift compensation and dashed without; band: 95% CI over seeds
+(each seed a trained model; its chips' noise draws averaged first). Also writes the table of the same points.
+
+    python -m figures.drift --scale proxy   # figures/out/<scale>/drift.png, tables/out/<scale>/drift.md
+
+Reads only `results/drift/<scale>/`; never trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.results import atomic_write, load_sweeps  # noqa: E402
+from benchmarks.stats import t_interval  # noqa: E402
+from cacim_core.noise import parse  # noqa: E402
+from figures import style  # noqa: E402
+
+DAY = 86_400.0
+
+
+KEYS = ["method", "levels", "noise_train", "compensation"]
+
+
+def per_seed(results: str | Path, scale: str) -> pd.DataFrame:
+    """Top-1 per (cell, seed, compensation, t), the chips (noise draws) of a seed already averaged."""
+    sweeps = load_sweeps("drift", scale, results)
+    if sweeps.empty:
+        raise FileNotFoundError(
+            f"no drift results at scale {scale} under {results}/: run `make drift SCALE={scale}`"
+        )
+    sweeps = sweeps[sweeps["metric"] == "top1"].copy()
+    models = [parse(spec) for spec in sweeps["test_noise"]]
+    sweeps["t"] = [m.t for m in models]
+    sweeps["compensation"] = [m.compensation for m in models]
+    return sweeps
+
+
+def points(sweeps: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, levels, training noise, compensation, t): top-1 mean and 95% CI over seeds."""
+    rows = []
+    keys = [*KEYS, "t"]
+    for key, group in sweeps.groupby(keys):
+        interval = t_interval(group.groupby("seed")["mean"].mean().tolist())
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "top1": interval.mean,
+                "ci95": interval.half,
+                "seeds": interval.n,
+                "chips": int(group["n"].max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def day_loss(sweeps: pd.DataFrame) -> list[str]:
+    """Top-1 lost between 1 s and 1 day after programming, paired by seed, as a t interval per curve."""
+    lines = []
+    for key, group in sweeps.groupby(KEYS):
+        at = {t: g.set_index("seed")["mean"] for t, g in group.groupby("t")}
+        if 1.0 not in at or DAY not in at:
+            continue
+        loss = t_interval((at[1.0] - at[DAY]).dropna().tolist())
+        method, levels, noise, comp = key
+        ci = f"± {loss.half:.2f} (95% CI, n={loss.n} seeds)" if loss.n >= 2 else "(one seed, no interval)"
+        lines.append(
+            f"{method} {levels}L, NATS {noise:.0%}, {'with' if comp else 'without'} compensation: "
+            f"loses {loss.mean:.2f} pt {ci} from 1 s to 1 day"
+        )
+    return lines
+
+
+def plot(frame: pd.DataFrame, scale: str, path_stem: Path) -> list[Path]:
+    levels = sorted(frame["levels"].unique())
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels), 4.2), squeeze=False, sharey=True)
+    for ax, v in zip(axes[0], levels, strict=True):
+        for (method, noise), group in frame[frame["levels"] == v].groupby(["method", "noise_train"]):
+            color = None
+            for comp, curve in group.groupby("compensation"):
+                curve = curve.sort_values("t")
+                label = f"{style.label(method)}, NATS {noise:.0%}" + ("" if comp else " (no comp.)")
+                line = ax.plot(
+                    curve["t"],
+                    curve["top1"],
+                    ls="-" if comp else "--",
+                    marker="o",
+                    ms=3,
+                    label=label,
+                    color=color,
+                )[0]
+                color = line.get_color()
+                band = curve["ci95"].fillna(0)
+                ax.fill_between(
+                    curve["t"], curve["top1"] - band, curve["top1"] + band, color=color, alpha=0.15
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("time after programming (s)")
+        ax.set_title(f"{v} levels", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("top-1 (%)")
+    seeds, chips = int(frame["seeds"].max()), int(frame["chips"].max())
+    band = f"95% CI over {seeds} seeds" if seeds >= 2 else "one seed: no interval"
+    fig.suptitle(
+        f"PCM drift (Joshi et al. 2020 model), {scale} scale, measured here; band: {band}, "
+        f"{chips} chips per seed",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return style.save(fig, path_stem.parent, path_stem.name)
+
+
+def render(
+    results: str | Path = "results",
+    scale: str = "proxy",
+    figures_out: str | Path = "figures/out",
+    tables_out: str | Path = "tables/out",
+) -> list[Path]:
+    sweeps = per_seed(results, scale)
+    frame = points(sweeps)
+    written = plot(frame, scale, Path(figures_out) / scale / "drift")
+    table = frame.assign(t=frame["t"].map(lambda t: f"{t:g} s"))
+    text = (
+        f"# Accuracy vs time after programming on PCM ({scale} scale, measured here)\n\n"
+        "top-1 mean ± 95% CI half-width over training seeds (chips averaged within a seed).\n\n"
+        + table.to_markdown(index=False, floatfmt=".2f")
+        + "\n\n"
+        + "".join(f"- {line}\n" for line in day_loss(sweeps))
+    )
+    written.append(atomic_write(Path(tables_out) / scale / "drift.md", text))
+    written.append(atomic_write(Path(tables_out) / scale / "drift.csv", frame.to_csv(index=False)))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m figures.drift", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="proxy", choices=("smoke", "proxy", "paper"))
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--out", default="figures/out")
+    parser.add_argument("--tables", default="tables/out")
+    args = parser.parse_args(argv)
+    try:
+        for path in render(args.results, args.scale, args.out, args.tables):
+            print(f"wrote {path}")
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
