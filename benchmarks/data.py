@@ -364,7 +364,7 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, item_seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed)
+            torch.default_generator.manual_seed(item_seed)  # CPU only: CUDA noise draws untouched
             return self.dataset[index]
 
 
@@ -416,7 +416,7 @@ def decode_batch(
     out = []
     with torch.random.fork_rng(devices=[]):
         for image, item_seed in zip(images, seeds.tolist(), strict=True):
-            torch.manual_seed(item_seed)
+            torch.default_generator.manual_seed(item_seed)  # CPU only: CUDA noise draws untouched
             out.append(folder.geometry(image))
     batch = torch.stack(out).float().div_(255)
     return folder.normalize(batch)
@@ -490,5 +490,6 @@ def make_loader(
         drop_last=train and len(sampler) > per_rank,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),  # the workers' base seed, not the global RNG's
     )
     return GpuJpegLoader(loader, device) if gpu_decode else loader

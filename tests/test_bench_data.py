@@ -281,6 +281,9 @@ def test_loader_batches_do_not_depend_on_workers_or_resume(tmp_path):
     for (x, y), (x2, y2) in zip(whole[2:], resumed, strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2)
     assert not torch.equal(whole[0][0], whole[2][0])
+    state = torch.get_rng_state()
+    batches(make_loader(train, 3, train=True, seed=5, epoch=0, device=cpu, workers=0), [0])
+    assert torch.equal(torch.get_rng_state(), state)  # the training's own draws (NATS noise) are untouched
 
 
 def test_decode_path_applies_the_same_augmentation(tmp_path):
@@ -322,13 +325,14 @@ def test_jpeg_bytes_reencodes_png_and_cmyk(tmp_path):
 def test_gpu_decode_matches_cpu_decode(tmp_path):
     write_imagenet(tmp_path, classes=2, per_class=4, size=300)
     train = load_data("imagenet", tmp_path).train
-    runs = {
-        device: batches(
-            make_loader(train, 4, train=True, seed=2, epoch=0, device=torch.device(device), gpu_decode=True),
-            [0],
+    runs = {}
+    cuda_state = torch.cuda.get_rng_state()
+    for device in ("cpu", "cuda"):
+        loader = make_loader(
+            train, 4, train=True, seed=2, epoch=0, device=torch.device(device), gpu_decode=True
         )
-        for device in ("cpu", "cuda")
-    }
+        runs[device] = batches(loader, [0])
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_state)  # NATS draws on the GPU are untouched
     for (x, y), (xg, yg) in zip(runs["cpu"], runs["cuda"], strict=True):
         assert xg.is_cuda and torch.equal(y, yg.cpu())
         assert (x - xg.cpu()).abs().mean() < 0.5 / 255 / 0.224  # half a grey level
