@@ -212,8 +212,20 @@ def resnet50b_narrow(num_classes: int = 10, input_size: int = 32) -> nn.Module:
     return NarrowResNetB(Bottleneck, [3, 4, 6, 3], 4, num_classes, zero_init_residual=True)
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load a user-supplied float checkpoint: a state_dict, or one under 'state_dict' or 'model'."""
+def head_keys(model: nn.Module) -> list[str]:
+    """State keys of the classifier: the last Conv/Linear and the leaf modules after it (VGG-like's BN)."""
+    modules = list(model.named_modules())
+    last = max(i for i, (_, m) in enumerate(modules) if isinstance(m, (nn.Conv2d, nn.Linear)))
+    leaves = [name for name, m in modules[last:] if not list(m.children())]
+    return [k for k in model.state_dict() if k.rpartition(".")[0] in leaves]
+
+
+def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> None:
+    """Load a user-supplied float checkpoint: a state_dict, or one under 'state_dict' or 'model'.
+
+    With `reset_head`, a checkpoint whose classifier has another class count (torchvision's 1000-class
+    ResNets on an ImageNet subset) loads everything else; the head keeps the model's fresh initialisation.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file gets the same one-line advice
@@ -228,6 +240,19 @@ def load_weights(model: nn.Module, path: Path) -> None:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    head = head_keys(model)
+    if wrong and not missing and not unexpected and set(wrong) <= set(head):
+        classes = (
+            f"{state[head[0]].shape[0]}-class classifier ({head[0]}), the model has {own[head[0]].shape[0]}"
+        )
+        if not reset_head:
+            raise ValueError(
+                f"weights file {path} has a {classes}: pass --reset-head to load everything else "
+                "and re-initialise the classifier"
+            )
+        print(f"weights {path}: {classes}; loaded everything else, re-initialised {', '.join(head)}")
+        state = {**state, **{k: own[k] for k in head}}
+        wrong = []
     if missing or unexpected or wrong:
         raise ValueError(
             f"weights file {path} does not match {type(model).__name__}: {len(missing)} missing keys "
