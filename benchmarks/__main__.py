@@ -58,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     run_p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible")
     run_p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run_p.add_argument(
+        "--launcher", choices=("slurm", "local"), default=None, help="submitit: one job per cell"
+    )
+    run_p.add_argument("--gpus-per-cell", type=int, default=1, help="with --launcher: DDP inside a cell")
+    run_p.add_argument("--partition", default=None, help="with --launcher slurm")
+    run_p.add_argument("--time", type=int, default=24 * 60, help="with --launcher: minutes per job")
+    run_p.add_argument(
+        "--reset-head",
+        action="store_true",
+        help="float checkpoint of another class count: train a fresh head",
+    )
     args = parser.parse_args(argv)
     if args.command == "compare":
         return _compare(args)
@@ -106,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             seeds=seeds,
             workers=args.workers,
             device=args.device,
+            reset_head=args.reset_head,
+            launcher=runner.Launcher(args.launcher, args.gpus_per_cell, args.partition, args.time)
+            if args.launcher
+            else None,
         )
     except (runner.SetupError, DatasetError, RecordExistsError, ValueError, KeyError) as exc:
         print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)

@@ -305,14 +305,22 @@ def digits(size: int, augment: bool = True, noise: float = 0.0, test_fraction: f
     )
 
 
-def load_data(name: str, root: str | Path | None = None, augment: bool = True) -> DataBundle:
-    """Build a dataset by name: cifar10 / imagenet (need `root`); proxy: digits<size>[-noise<percent>]."""
+def load_data(name: str, root: str | Path | None = None, augment: bool | str = True) -> DataBundle:
+    """Build a dataset by name: cifar10 / cifar10_hou / imagenet / imagenet_rrc (need `root`); proxy:
+    digits<size>[-noise<percent>]."""
     if name.startswith("digits"):
         size, _, noise = name.removeprefix("digits").partition("-noise")
         return digits(int(size), augment, int(noise or 0) / 100)
-    loaders = {"cifar10": (cifar10, CIFAR_LAYOUT), "imagenet": (imagenet, IMAGENET_LAYOUT)}
+    loaders = {
+        "cifar10": (cifar10, CIFAR_LAYOUT),
+        "cifar10_hou": (lambda root, augment: cifar10_hou(root), CIFAR_LAYOUT),  # Table 2: GCN + ZCA, 45k/5k
+        "imagenet": (imagenet, IMAGENET_LAYOUT),  # He et al. 2016 scale augmentation
+        "imagenet_rrc": (lambda root, augment: imagenet(root, "rrc" if augment else False), IMAGENET_LAYOUT),
+    }
     if name not in loaders:
-        raise DatasetError(f"unknown dataset {name!r}; known: cifar10, imagenet, digits<size>[-noise<pct>]")
+        raise DatasetError(
+            f"unknown dataset {name!r}; known: {', '.join(loaders)}, digits<size>[-noise<pct>]"
+        )
     loader, layout = loaders[name]
     if root is None:
         raise DatasetError(f"{name} needs its files: pass --data DIR (make ... DATA=DIR) with {layout}")

@@ -18,25 +18,21 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from cacim_core.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODELS[name] = fn
-        return fn
-
-    return wrap
+    return MODELS.register(name)
 
 
 def model_names() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def build_model(name: str, num_classes: int, input_size: int) -> nn.Module:
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}")
-    return _MODELS[name](num_classes=num_classes, input_size=input_size)
+    return MODELS.build(name, num_classes=num_classes, input_size=input_size)
 
 
 # ---------------------------------------------------------------- ResNet-20 (He et al. 2016, section 4.2)
@@ -220,11 +216,12 @@ def head_keys(model: nn.Module) -> list[str]:
     return [k for k in model.state_dict() if k.rpartition(".")[0] in leaves]
 
 
-def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> None:
+def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> bool:
     """Load a user-supplied float checkpoint: a state_dict, or one under 'state_dict' or 'model'.
 
     With `reset_head`, a checkpoint whose classifier has another class count (torchvision's 1000-class
     ResNets on an ImageNet subset) loads everything else; the head keeps the model's fresh initialisation.
+    Returns whether the head was re-initialised (it then needs training before quantization).
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -252,7 +249,9 @@ def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> None
             )
         print(f"weights {path}: {classes}; loaded everything else, re-initialised {', '.join(head)}")
         state = {**state, **{k: own[k] for k in head}}
-        wrong = []
+        wrong, reset = [], True
+    else:
+        reset = False
     if missing or unexpected or wrong:
         raise ValueError(
             f"weights file {path} does not match {type(model).__name__}: {len(missing)} missing keys "
@@ -260,3 +259,4 @@ def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> None
             f"{len(wrong)} of another shape {wrong[:2]}"
         )
     model.load_state_dict(state)
+    return reset

@@ -17,7 +17,14 @@ import pandas as pd
 from benchmarks.experiments import Cell, MMRecipe, Recipe, cells
 
 # Training-set sizes of the paper-scale datasets (images); the proxies are counted from their bundles.
-TRAIN_IMAGES = {"imagenet": 1_281_167, "cifar10": 50_000, "voc0712": 16_551, "voc12aug": 10_582}
+TRAIN_IMAGES = {
+    "imagenet": 1_281_167,
+    "imagenet_rrc": 1_281_167,
+    "cifar10": 50_000,
+    "cifar10_hou": 45_000,
+    "voc0712": 16_551,
+    "voc12aug": 10_582,
+}
 THROUGHPUT = Path("_bench") / "throughput.json"
 
 

@@ -38,7 +38,9 @@ from benchmarks.results import (
 from cacim_core import quantizers
 from cacim_core.quantizers.base import QUANTIZERS
 
-PLUGINS: dict[str, str] = {}  # plugin name -> sha256 of its source, stamped on records
+PLUGINS: dict[
+    str, str
+] = {}  # plugin file -> sha256 of its source, stamped on records; workers reload by file
 
 
 def load_plugin(name: str) -> None:
@@ -58,7 +60,9 @@ def load_plugin(name: str) -> None:
             module = importlib.import_module(name)
     except ImportError as exc:
         raise SetupError(f"cannot import plugin {name!r} ({exc}): pass a module name or a .py file") from exc
-    PLUGINS[name] = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
+    PLUGINS[str(Path(module.__file__).resolve())] = hashlib.sha256(
+        inspect.getsource(module).encode()
+    ).hexdigest()[:12]
 
 
 def source_hash(method: str) -> str:
@@ -155,6 +159,8 @@ def run(
     seeds: list[int] | None = None,
     workers: int = 1,
     device: str | None = None,
+    reset_head: bool = False,
+    launcher: Launcher | None = None,
 ) -> list[Record]:
     """Run every unfinished cell of `experiment` at `scale`; returns the records this process wrote."""
     code_version()  # the code as loaded now, before any later commit
@@ -177,7 +183,14 @@ def run(
         raise SetupError("--device cuda: no CUDA device is visible here; use --device cpu")
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx = Context(
-        scale, Path(results), data_root, Path(weights) if weights else None, force, progress, device=chosen
+        scale,
+        Path(results),
+        data_root,
+        Path(weights) if weights else None,
+        force,
+        progress,
+        device=chosen,
+        reset_head=reset_head,
     )
     init_distributed(ctx)
     state = plan(todo, ctx)
@@ -202,6 +215,8 @@ def run(
             f"{len(state.stale)} stale, {len(pending)} to run",
             file=sys.stderr,
         )
+    if launcher is not None:
+        return _run_submitit(pending, overwrite, ctx, launcher)
     if workers > 1 and ctx.world == 1:
         return _run_parallel(pending, overwrite, ctx, workers)
     return _run_cells(pending, overwrite, ctx, f"{experiment} [{scale}]")
@@ -215,31 +230,61 @@ def _finished_since(ctx: Context, cell: Cell, overwrite: set[str], since: float)
     return cell.id not in overwrite or path.stat().st_mtime >= since
 
 
+def _claim(cell: Cell, ctx: Context, overwrite: set[str], since: float) -> tuple[Claim | None, str]:
+    """("mine", claim) to train it, ("done", None) when another run finished it, ("busy", None) while
+    another live run holds it. Rank 0 decides; under torchrun every rank gets its answer."""
+    claim, state = None, "mine"
+    if ctx.main:
+        if _finished_since(ctx, cell, overwrite, since):
+            state = "done"
+        else:
+            claim = Claim.take(claim_path(ctx.results, cell.experiment, ctx.scale, cell.id))
+            state = "busy" if claim is None else "mine"
+    if ctx.world > 1:
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    return claim, state
+
+
 def _run_cells(
-    pending: list[Cell], overwrite: set[str], ctx: Context, desc: str, since: float | None = None
+    pending: list[Cell],
+    overwrite: set[str],
+    ctx: Context,
+    desc: str,
+    since: float | None = None,
+    poll_s: float = 5.0,
 ) -> list[Record]:
+    """Train every pending cell nobody else holds; then wait for the cells other runs hold, taking over a
+    claim that goes stale (its run died): a run returns when all its cells are finished."""
     since = time.time() if since is None else since
     written = []
-    for cell in tqdm(pending, desc=desc, disable=not (ctx.progress and ctx.main)):
-        claim = None
-        if ctx.main:
-            claim = Claim.take(claim_path(ctx.results, cell.experiment, ctx.scale, cell.id))
-            if claim is None or _finished_since(
-                ctx, cell, overwrite, since
-            ):  # another run holds it or has finished it meanwhile
+    bar = tqdm(total=len(pending), desc=desc, disable=not (ctx.progress and ctx.main))
+    waiting = list(pending)
+    while waiting:
+        busy = []
+        for cell in waiting:
+            claim, state = _claim(cell, ctx, overwrite, since)
+            if state == "busy":
+                busy.append(cell)
+                continue
+            bar.update()
+            if state == "done":
+                continue
+            try:
+                outcome = backend_for(cell).finetune_and_evaluate(cell, ctx)
+                if outcome is not None and ctx.main:
+                    record = make_record(cell, outcome, ctx)
+                    write_record(ctx.results, record, overwrite=cell.id in overwrite)
+                    written.append(record)
+                    print(f"{cell.experiment} [{ctx.scale}] {cell.id}: " + _summary(record), file=sys.stderr)
+            finally:
                 if claim is not None:
                     claim.release()
-                continue
-        try:
-            outcome = backend_for(cell).finetune_and_evaluate(cell, ctx)
-            if outcome is not None and ctx.main:
-                record = make_record(cell, outcome, ctx)
-                write_record(ctx.results, record, overwrite=cell.id in overwrite)
-                written.append(record)
-                print(f"{cell.experiment} [{ctx.scale}] {cell.id}: " + _summary(record), file=sys.stderr)
-        finally:
-            if claim is not None:
-                claim.release()
+        if busy == waiting:
+            time.sleep(poll_s)  # every remaining cell is held by another live run
+        waiting = busy
+    bar.close()
     if ctx.world > 1:
         dist.destroy_process_group()
     return written
@@ -278,6 +323,56 @@ def _worker(
         ctx.device = torch.device("cuda", index % torch.cuda.device_count())
     rotated = pending[index:] + pending[:index]  # workers start on different cells
     return _run_cells(rotated, overwrite, ctx, f"worker {index}", since)
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """submitit, one job per cell: kind "slurm" (a cluster) or "local" (LocalExecutor, for tests)."""
+
+    kind: str = "slurm"
+    gpus_per_cell: int = 1
+    partition: str | None = None
+    time_min: int = 24 * 60
+    folder: str = ""  # default: <results>/.submitit
+
+
+def _cell_job(cell: Cell, overwrite: set[str], ctx: Context, plugins: list[str], since: float, gpus: int):
+    """What one submitit job runs: one cell; with several GPUs, DDP across the job's tasks."""
+    if gpus > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR ... for init_distributed
+        init_distributed(ctx)
+    return _worker([cell], overwrite, ctx, torch.get_num_threads(), 0, plugins, since)
+
+
+def _run_submitit(pending: list[Cell], overwrite: set[str], ctx: Context, launcher: Launcher) -> list[Record]:
+    """Submit one job per cell and wait; claims still guard every cell (jobs may be requeued or doubled)."""
+    import submitit
+
+    folder = launcher.folder or str(ctx.results / ".submitit" / "%j")
+    if launcher.kind == "local":
+        executor: submitit.Executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=launcher.time_min)
+    elif launcher.kind == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(
+            timeout_min=launcher.time_min,
+            gpus_per_node=launcher.gpus_per_cell,
+            tasks_per_node=launcher.gpus_per_cell,
+            cpus_per_task=8,
+            slurm_partition=launcher.partition,
+        )
+    else:
+        raise SetupError(f"--launcher must be slurm or local, got {launcher.kind!r}")
+    since = time.time()
+    with executor.batch():
+        jobs = [
+            executor.submit(_cell_job, cell, overwrite, ctx, list(PLUGINS), since, launcher.gpus_per_cell)
+            for cell in pending
+        ]
+    print(f"submitted {len(jobs)} job(s) to {launcher.kind}; logs in {folder}", file=sys.stderr)
+    return [record for job in jobs for record in (job.result() or [])]
 
 
 def _run_parallel(pending: list[Cell], overwrite: set[str], ctx: Context, workers: int) -> list[Record]:

@@ -13,9 +13,8 @@ import torch
 from bench_fixtures import write_cifar, write_imagenet
 
 from benchmarks.__main__ import main
-from benchmarks.backends import Context
-from benchmarks.backends.torch_loop import make_optimizer, train_loader
-from benchmarks.data import load_data
+from benchmarks.backends.torch_loop import make_optimizer
+from benchmarks.data import load_data, make_loader
 from benchmarks.experiments import cells
 from benchmarks.models import build_model
 from benchmarks.results import checkpoint_path, load_records
@@ -157,7 +156,7 @@ PAPER_LR = {  # the schedules of tables-clean.md: epoch -> learning rate
 def test_paper_recipe_builds(table, tmp_path):
     """Model, quantizer, optimizer, schedule and data pipeline at paper scale, on tiny files; no training."""
     paper = cells(table, "paper")
-    data_root = write_cifar(tmp_path) if paper[0].dataset == "cifar10" else write_imagenet(tmp_path)
+    data_root = write_cifar(tmp_path) if paper[0].dataset.startswith("cifar10") else write_imagenet(tmp_path)
     data = load_data(paper[0].dataset, data_root)
     recipe = paper[0].recipe
     assert all(c.recipe == recipe for c in paper)
@@ -189,8 +188,13 @@ def test_paper_recipe_builds(table, tmp_path):
     )
     optimizer = make_optimizer(recipe, model)
     assert optimizer.defaults["lr"] == recipe.lr and optimizer.defaults["weight_decay"] == recipe.weight_decay
-    ctx = Context("paper", tmp_path / "r", data_root, None)
-    x, y = next(iter(train_loader(data.train, recipe, 0, 0, ctx)))
+    x, y = next(
+        iter(
+            make_loader(
+                data.train, recipe.batch_size, train=True, seed=0, epoch=0, device=torch.device("cpu")
+            )
+        )
+    )
     assert x.shape[1:] == (3, data.input_size, data.input_size) and x.shape[0] == min(
         recipe.batch_size, len(data.train)
     )
@@ -248,3 +252,87 @@ def test_torchrun_ddp_two_processes(tmp_path):
     (record,) = load_records(tmp_path)
     assert record.world_size == 2 and record.method == "twn" and 0 <= record.metrics["top1"].mean <= 100
     assert not list((tmp_path / "table2" / "smoke" / ".ckpt").glob("*.pt"))
+
+
+def test_validation_split_keeps_the_last_epoch_at_the_best_validation_accuracy(tmp_path, monkeypatch):
+    """Hou & Kwok's protocol (Table 2): the model kept is the last epoch whose validation accuracy is >= the
+    best so far, not the last epoch."""
+    from benchmarks.backends import Context, torch_loop
+    from benchmarks.data import DataBundle, TensorImages
+    from benchmarks.experiments import Recipe
+
+    images, labels = torch.randn(64, 3, 8, 8), torch.arange(64) % 10
+    data = DataBundle(
+        TensorImages(images, labels),
+        TensorImages(images, labels),
+        10,
+        8,
+        "f",
+        val=TensorImages(images, labels),
+    )
+    model = build_model("resnet20_narrow", 10, 8)
+    seen, scores = [], iter([50.0, 70.0, 70.0, 60.0])
+
+    def fake_accuracy(m, dataset, ctx, max_batches=None):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"top1": next(scores), "top5": 100.0}
+
+    monkeypatch.setattr(torch_loop, "accuracy", fake_accuracy)
+    ctx = Context("smoke", tmp_path, None, None, progress=False)
+    torch_loop.train(
+        model, Recipe(epochs=4, batch_size=16, lr=0.1), data, 0, tmp_path / "c.pt", ctx, False, "t"
+    )
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], seen[2][k]) for k in kept)  # epoch 3: ties the best (70) and is later
+    assert not all(torch.equal(kept[k], seen[3][k]) for k in kept if kept[k].is_floating_point())
+
+
+def test_two_runs_on_one_store_train_each_cell_once(tmp_path):
+    """Two CLI runs started together share the store: every cell is trained by exactly one of them."""
+    results = tmp_path / "results"
+    args = ["table1", "--scale", "smoke", "--methods", "uniform,log2"]
+    procs = [_run_cli(args, results) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    trained = [
+        line.split()[2].rstrip(":")
+        for err in errs
+        for line in err.splitlines()
+        if line.startswith("table1 [smoke] ")
+    ]
+    expected = sorted(c.id for c in cells("table1", "smoke", ["uniform", "log2"]))
+    assert sorted(trained) == expected  # each once, none twice
+    assert sorted(r.cell for r in load_records(results)) == expected
+
+
+def test_killed_run_is_finished_by_the_run_beside_it(tmp_path):
+    """A waits on the cell B holds; B is SIGKILLed mid-cell; A takes the dead claim over and resumes it."""
+    results = tmp_path / "results"
+    (cell,) = _plugin_cells()
+    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
+    args = ["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"]
+    first = _run_cli(args, results)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        ckpt.is_file() and torch.load(ckpt, weights_only=False)["epoch"] >= 2
+    ):
+        time.sleep(0.05)
+    second = _run_cli(args, results)  # finds the cell claimed by a live run: waits
+    time.sleep(3)
+    assert second.poll() is None
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert second.wait(timeout=300) == 0, second.communicate()[1].decode()[-2000:]
+    (record,) = load_records(results)
+    assert record.resumed and not ckpt.exists()
+
+
+def test_workers_and_submitit_local_launcher(tmp_path, capsys):
+    results = tmp_path / "results"
+    base = ["run", "table1", "--scale", "smoke", "--results", str(results), "--no-progress"]
+    assert main([*base, "--methods", "uniform", "--workers", "2"]) == 0
+    assert "2 workers" in capsys.readouterr().err
+    assert sorted(r.method for r in load_records(results)) == ["uniform", "uniform"]
+    assert main([*base, "--methods", "log2", "--launcher", "local", "--time", "10"]) == 0
+    assert "submitted 2 job(s) to local" in capsys.readouterr().err
+    assert sorted(r.method for r in load_records(results)) == ["log2", "log2", "uniform", "uniform"]

@@ -6,7 +6,6 @@ DistributedDataParallel and rank 0 evaluates.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, recipe_hash
-from benchmarks.data import DataBundle, TensorImages, load_data
+from benchmarks.data import DataBundle, load_data, make_loader
 from benchmarks.experiments import Cell, Recipe
 from benchmarks.models import build_model, load_weights
 from benchmarks.results import (
@@ -73,22 +72,15 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use sgd or adam")
 
 
-def _workers(dataset: Dataset) -> int:
-    return 0 if isinstance(dataset, TensorImages) else min(8, os.cpu_count() or 1)
+_EVAL_LOADERS: dict[tuple[int, str], DataLoader] = {}
 
 
-def train_loader(dataset: Dataset, recipe: Recipe, seed: int, epoch: int, ctx: Context) -> DataLoader:
-    """A loader shuffled by (seed, epoch): a resumed run sees the same batches."""
-    batch = max(1, recipe.batch_size // ctx.world)
-    common = dict(num_workers=_workers(dataset), pin_memory=ctx.device.type == "cuda")
-    if ctx.world > 1:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
-        sampler.set_epoch(epoch)
-        return DataLoader(dataset, batch, sampler=sampler, drop_last=True, **common)
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(
-        dataset, batch, shuffle=True, generator=generator, drop_last=len(dataset) > batch, **common
-    )
+def eval_loader(dataset: Dataset, ctx: Context, batch: int = 256) -> DataLoader:
+    """One evaluation loader per dataset and device, kept for the whole run (its workers persist)."""
+    key = (id(dataset), f"{ctx.device}/{batch}")
+    if key not in _EVAL_LOADERS:
+        _EVAL_LOADERS[key] = make_loader(dataset, batch, train=False, seed=0, epoch=0, device=ctx.device)
+    return _EVAL_LOADERS[key]
 
 
 def train(
@@ -105,18 +97,31 @@ def train(
 ) -> dict[str, Any]:
     """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists.
 
-    `extra` is stored in every checkpoint and comes back from a resumed one. Returns
-    {"resumed_from_epoch", "train_time_s", "extra"} (time summed over interrupted runs).
+    `extra` is stored in every checkpoint and comes back from a resumed one. With a validation split
+    (Hou & Kwok's Table 2 protocol) the model kept is that of the last epoch whose validation accuracy is
+    at least the best so far. Returns {"resumed_from_epoch", "train_time_s", "extra"} (time summed over
+    interrupted runs).
     """
     optimizer = make_optimizer(recipe, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule.factor)
-    start, elapsed = 0, 0.0
+    start, elapsed, best = 0, 0.0, {"val": -1.0, "model": None}
     state = load_checkpoint(ckpt)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, elapsed, extra = state["epoch"], state["train_time_s"], state["extra"]
+        best = state.get("best", best)
+    loader = make_loader(
+        data.train,
+        recipe.batch_size,
+        train=True,
+        seed=seed,
+        epoch=start,
+        device=ctx.device,
+        world=ctx.world,
+        rank=ctx.rank,
+    )
     net: nn.Module = model
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -135,7 +140,8 @@ def train(
         torch.manual_seed(seed * 100_003 + epoch)  # augmentation and NATS noise draws: resumable
         net.train()
         total, count = 0.0, 0
-        for i, (x, y) in enumerate(train_loader(data.train, recipe, seed, epoch, ctx)):
+        loader.sampler.set_epoch(epoch)
+        for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
@@ -150,6 +156,13 @@ def train(
         scheduler.step()
         elapsed += time.perf_counter() - t0
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if data.val is not None and ctx.main:
+            val = accuracy(model.eval(), data.val, ctx, max_batches and 1)["top1"]
+            if val >= best["val"]:  # Hou & Kwok keep the last epoch with validation error <= the best
+                best = {
+                    "val": val,
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                }
         if ctx.main:
             save_checkpoint(
                 ckpt,
@@ -160,8 +173,11 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "extra": extra,
+                    "best": best,
                 },
             )
+    if best["model"] is not None and ctx.main:
+        model.load_state_dict(best["model"])
     return {"resumed_from_epoch": start, "train_time_s": elapsed, "extra": extra}
 
 
@@ -170,7 +186,7 @@ def accuracy(
     model: nn.Module, dataset: Dataset, ctx: Context, max_batches: int | None = None
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy in percent on `dataset` (eval mode; noise only inside weight_noise)."""
-    loader = DataLoader(dataset, 256, shuffle=False, num_workers=_workers(dataset))
+    loader = eval_loader(dataset, ctx)
     correct1 = correct5 = seen = 0
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
@@ -187,8 +203,7 @@ def accuracy(
 
 def calibration_batches(data: DataBundle, ctx: Context, batches: int = 4) -> list[Tensor]:
     """The first training batches, unshuffled: where ADC ranges are calibrated (never the test set)."""
-    loader = DataLoader(data.train, 128, shuffle=False, num_workers=_workers(data.train))
-    return [x.to(ctx.device) for x, _ in itertools.islice(loader, batches)]
+    return [x.to(ctx.device) for x, _ in itertools.islice(eval_loader(data.train, ctx, 128), batches)]
 
 
 # ---------------------------------------------------------------- the float model
@@ -214,6 +229,7 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     path = find_weights(ctx, cell)
     if path is not None:
         key = f"{cell.model}-{cell.dataset}-file{fingerprint_files([path], hash_contents=False)}"
+        key += f"-reset{recipe_hash(cell.fp_recipe or cell.recipe)}-s{cell.seed}" if ctx.reset_head else ""
     elif cell.fp_recipe is None:
         raise SetupError(missing_weights_message(ctx, cell))
     else:
@@ -224,9 +240,20 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
         return cached["model"], cached["metrics"]
     torch.manual_seed(cell.seed)
     model = build_model(cell.model, data.num_classes, data.input_size)
-    if path is not None:
-        load_weights(model, path)
+    reset = path is not None and load_weights(model, path, reset_head=ctx.reset_head)
     model.to(ctx.device)
+    if reset:  # a fresh classifier: trained (float) before quantizing, by the float recipe or the cell's own
+        train(
+            model,
+            cell.fp_recipe or cell.recipe,
+            data,
+            cell.seed,
+            cache.with_suffix(".ckpt"),
+            ctx,
+            quantized=False,
+            desc=f"float head {cell.model} s{cell.seed}",
+            max_batches=cell.max_batches,
+        )
     if path is None:
         train(
             model,
