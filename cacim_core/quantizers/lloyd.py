@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Quantizer, check_finite, register
+from .base import Quantizer, check_weights, register
 
 HIST_BINS = 1 << 16
 
@@ -116,7 +116,7 @@ class Lloyd(Quantizer):
 
     @torch.no_grad()
     def fit(self, w: Tensor) -> None:
-        check_finite(w)
+        check_weights(w)
         init = self.levels.double().cpu().numpy() if self.fitted else None
         q, _, self.iterations = lloyd_on_atoms(
             *atoms(w, self.bins), self.num_levels, init=init, tol=self.tol, max_iter=self.max_iter
@@ -126,7 +126,8 @@ class Lloyd(Quantizer):
 
 @register("lloyd_exact")
 class LloydExact(Quantizer):
-    """The exact minimum-distortion v-level quantizer of the data (1-D k-means by dynamic programming).
+    """The exact minimum-distortion v-level quantizer of the data: 1-D k-means by dynamic programming
+    (Bellman, 1973; Wang & Song, 2011, "Ckmeans.1d.dp", The R Journal 3(2)), on the sorted distinct values.
 
     O(v n^2) time in blocks of bounded memory: a reference for tests and small layers, not for training
     ResNet-50 (use `lloyd`, or the `kmeans1d` package in `make bench`).
@@ -137,7 +138,7 @@ class LloydExact(Quantizer):
 
     @torch.no_grad()
     def fit(self, w: Tensor) -> None:
-        check_finite(w)
+        check_weights(w)
         cnt, s1, s2 = atoms(w, bins=max(w.numel(), 1))
         if len(cnt) > self.max_atoms:
             raise ValueError(
