@@ -63,16 +63,15 @@ def refit_check(model: nn.Module, threshold: float | None = None) -> int:
     device = float_weight(tested[0][1]).device
     terms = torch.stack(
         [projection_terms(p.clean(float_weight(m)), float_weight(m)).to(device) for _, m, p, _ in tested]
-    )
+    ).cpu()  # the one host sync; the test itself runs on the (layers, 3) scalars, on the host
     ratio, cosine = projection_from_terms(terms, "ratio"), projection_from_terms(terms, "cosine")
-    is_ratio = torch.tensor([p.projection == "ratio" for _, _, p, _ in tested], device=device)
-    limits = torch.tensor([limit for *_, limit in tested], dtype=torch.float64, device=device)
-    fails = (torch.where(is_ratio, ratio, cosine) - 1).abs() > limits
-    finite = torch.isfinite(terms).all(dim=1)
-    flags = torch.stack([fails, ~finite], dim=1).tolist()  # the one host sync
+    is_ratio = torch.tensor([p.projection == "ratio" for _, _, p, _ in tested])
+    limits = torch.tensor([limit for *_, limit in tested], dtype=torch.float64)
+    fails = ((torch.where(is_ratio, ratio, cosine) - 1).abs() > limits).tolist()
+    bad = (~torch.isfinite(terms).all(dim=1)).tolist()
     count = 0
-    for (name, module, p, _), (fail, bad) in zip(tested, flags, strict=True):
-        if bad:
+    for (name, module, p, _), fail, non_finite in zip(tested, fails, bad, strict=True):
+        if non_finite:
             raise ValueError(
                 f"layer {name!r} has NaN or inf weights: lower the learning rate or clip gradients"
             )

@@ -104,7 +104,7 @@ class Quantizer(nn.Module):
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Torch optimizer groups for this quantizer's trainable parameters, with its declared settings."""
-        params = [p for p in self.parameters(recurse=False) if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             return []
         decay = weight_decay if self.weight_decay is None else self.weight_decay
@@ -158,11 +158,15 @@ class LearnedQuantizer(Quantizer):
     @property
     def levels(self) -> Tensor:
         """Levels for the weights of the last fit, in the quantizer's dtype."""
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(w) first")
         with torch.no_grad():
             return self.levels_for(self.fit_stats)[0].to(self._levels.dtype)
 
     @property
     def edges(self) -> Tensor:
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(w) first")
         with torch.no_grad():
             return self.levels_for(self.fit_stats)[1].to(self._levels.dtype)
 
@@ -226,8 +230,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
     for module in model.modules():
         if isinstance(module, Quantizer):
             for group in module.param_groups(lr, weight_decay):
-                merged.setdefault((group["lr"], group["weight_decay"]), []).extend(group["params"])
-                owned.update(id(p) for p in group["params"])
+                new = [p for p in group["params"] if id(p) not in owned]  # a quantizer inside a quantizer
+                merged.setdefault((group["lr"], group["weight_decay"]), []).extend(new)
+                owned.update(id(p) for p in new)
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in owned]
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}] if rest else []
     return groups + [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in merged.items()]

@@ -106,6 +106,8 @@ class Log2(_GridQuantizer):
 
     Simplification: INQ restricts a to a power of two (2^floor(log2(4 max|w| / 3))); in analog hardware the
     scale is free, so by default a minimises the MSE; `scale="maxabs"` puts the largest level at max|w|.
+    INQ's training (quantize and freeze a growing fraction of the largest weights, retrain the rest) is
+    absent: this is the level set with our straight-through fine-tuning, not INQ's procedure.
     """
 
     def grid(self) -> np.ndarray:
