@@ -27,7 +27,7 @@ COARSE_GROUPS = 1024
 def atoms(w: Tensor, bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count, sum, sum of squares) per atom, atoms sorted by position, float64 numpy arrays.
 
-    Large layers: a `bins`-bin histogram, equal-width; if its fullest bin holds > 1/1024 of the weights
+    Large layers: a `bins`-bin histogram, equal-width; if its fullest bin holds > 1/256 of the weights
     (heavy tails or outliers squeeze the bulk into a few bins), equal steps of asinh((x - peak) / s) with s
     1/64 of that bin instead, which resolves the bulk and keeps a constant relative width in the tails.
     Small layers, and layers with few distinct values, get exact atoms (one per distinct value).
@@ -40,7 +40,7 @@ def atoms(w: Tensor, bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray, np.
             counts = torch.histc(x, bins=bins, min=lo, max=hi)
             centers = lo + (np.arange(bins) + 0.5) * width
             top = int(counts.argmax())
-            if float(counts[top]) > x.numel() / 1024:
+            if float(counts[top]) > x.numel() / 256:
                 peak, scale = lo + (top + 0.5) * width, width / 64
                 u = torch.asinh((x - peak) / scale)
                 ulo, uhi = (float(v) for v in torch.aminmax(u))
@@ -214,16 +214,14 @@ def _next_level(
     olo, ohi = np.array([first - 1]), np.array([m - 1])
     while len(jlo):
         mid = (jlo + jhi) // 2
-        hi = np.minimum(ohi, mid - 1)
-        lens = hi - olo + 1
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        seg = np.repeat(np.arange(len(mid)), lens)
-        i = np.arange(int(lens.sum())) - starts[seg] + olo[seg]
-        val = prev[i] + cost(i, mid[seg])
+        lens = np.minimum(ohi, mid - 1) - olo + 1
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        i = np.arange(ends[-1]) + np.repeat(olo - starts, lens)
+        val = prev[i] + cost(i, np.repeat(mid, lens))
         low = np.minimum.reduceat(val, starts)
-        hits = np.flatnonzero(val == low[seg])
-        first_hit = hits[np.concatenate([[True], seg[hits][1:] != seg[hits][:-1]])]
-        opt = i[first_hit]
+        hits = np.flatnonzero(val == np.repeat(low, lens))
+        opt = i[hits[np.searchsorted(hits, starts)]]  # the first minimum of each interval
         best[mid], arg[mid] = low, opt
         left, right = jlo < mid, mid < jhi
         jlo, jhi, olo, ohi = (
