@@ -162,6 +162,12 @@ class BiasColumn(nn.Module):
 
     def __init__(self, layer: nn.Module, weight_param: QuantizedWeight) -> None:
         super().__init__()
+        levels = weight_param.quantizer.levels
+        if levels.dim() > 1 and levels.shape[0] > 1:
+            raise ValueError(
+                f"bias_range_match needs one level set per layer, {type(weight_param.quantizer).__name__} "
+                "has one per output channel: pass quantizer_kwargs={'per_channel': False} or drop the option"
+            )
         w, b = float_weight(layer).detach(), layer.bias.detach()
         w_max, b_max = w.abs().max(), b.abs().max()
         self.register_buffer("scale", (b_max / w_max) if w_max > 0 and b_max > 0 else torch.ones(()).to(w))
@@ -171,7 +177,8 @@ class BiasColumn(nn.Module):
 
     def _snap(self, x: Tensor) -> Tensor:
         q = self.weight_param.quantizer
-        return q.levels.to(x)[torch.bucketize(x.detach(), q.edges.to(x))]
+        levels, edges = q.levels.to(x).reshape(-1), q.edges.to(x).reshape(-1)  # one set (LQ-Net: 1 x v)
+        return levels[torch.bucketize(x.detach(), edges)]
 
     def forward(self, b: Tensor) -> Tensor:
         x = b / self.scale

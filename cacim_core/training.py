@@ -10,38 +10,73 @@ from torch import Tensor, nn
 from .convert import float_weight, quantized_layers
 
 
+def projection_terms(wq: Tensor, w: Tensor) -> Tensor:
+    """(<Wq,W>, ||Wq||^2, ||W||^2) as one float64 tensor on the weights' device, without a host sync.
+
+    The dot products run in float32 (no float64 copy of the weights); only the three scalars are float64.
+    """
+    wq = wq.detach().flatten().float()
+    w = w.detach().flatten().float()
+    return torch.stack([wq @ w, wq @ wq, w @ w]).double()
+
+
+def projection_from_terms(terms: Tensor, kind: str = "ratio") -> Tensor:
+    """Projection of W_q on W from `projection_terms` (stacked: (..., 3)): ratio or cosine, vectorised."""
+    dot, qq, ww = terms.unbind(-1)
+    if kind == "ratio":
+        return torch.where(qq > 0, dot / qq, torch.full_like(dot, float("inf")))
+    if kind == "cosine":
+        norm = (qq * ww).sqrt()
+        return torch.where(norm > 0, dot / norm, torch.zeros_like(dot))
+    raise ValueError(f"projection kind must be 'ratio' or 'cosine', got {kind!r}")
+
+
 def projection(wq: Tensor, w: Tensor, kind: str = "ratio") -> float:
     """Projection of W_q on W: <Wq,W>/||Wq||^2 ("ratio", 1 right after a Lloyd fit) or their cosine.
 
     The OCR garbles the paper's formula; "ratio" is the reading consistent with Lloyd (each level is the mean
     of its cell, so <Wq, W - Wq> = 0 at a fit); the cosine is < 1 even at a fresh ternary fit (~0.9).
     """
-    wq, w = wq.detach().double().flatten(), w.detach().double().flatten()
-    dot = float(wq @ w)
-    if kind == "ratio":
-        norm = float(wq @ wq)
-        return dot / norm if norm > 0 else float("inf")
-    if kind == "cosine":
-        norm = float(wq.norm() * w.norm())
-        return dot / norm if norm > 0 else 0.0
-    raise ValueError(f"projection kind must be 'ratio' or 'cosine', got {kind!r}")
+    return float(projection_from_terms(projection_terms(wq, w), kind))
 
 
 @torch.no_grad()
 def refit_check(model: nn.Module, threshold: float | None = None) -> int:
-    """Re-fit every layer whose |projection - 1| > T; returns how many were re-fitted. Call after each step.
+    """Algorithm 1 after an optimizer step: re-fit every layer whose |projection - 1| > T; returns how many.
 
-    Applies to quantizers fitted from data (`refit_by_projection`: lloyd, uniform, log2); learned baselines
-    (TTQ, LQ-Net, APoT, LSQ, He & Fan) follow their own update rules. `threshold` overrides the config's T.
+    First every quantizer's `after_step` runs (LQ-Net's moving basis). Then the projection test of all
+    fitted quantizers that take it (`refit_by_projection`; learned ones never) is one batched reduction and
+    one host sync, whatever the depth; it doubles as the training-time finite check (a NaN or inf weight
+    raises, naming the layer). `threshold` overrides the config's T.
     """
+    layers = quantized_layers(model)
+    for _, module, p in layers:
+        p.quantizer.after_step(float_weight(module))
+    tested = [
+        (name, module, p, p.refit_threshold if threshold is None else threshold)
+        for name, module, p in layers
+        if p.quantizer.kind == "fitted" and p.quantizer.refit_by_projection
+        and (p.refit_threshold if threshold is None else threshold) is not None
+    ]
+    if not tested:
+        return 0
+    device = float_weight(tested[0][1]).device
+    terms = torch.stack(
+        [projection_terms(p.clean(float_weight(m)), float_weight(m)).to(device) for _, m, p, _ in tested]
+    ).cpu()  # the one host sync; the test itself runs on the (layers, 3) scalars, on the host
+    ratio, cosine = projection_from_terms(terms, "ratio"), projection_from_terms(terms, "cosine")
+    is_ratio = torch.tensor([p.projection == "ratio" for _, _, p, _ in tested])
+    limits = torch.tensor([limit for *_, limit in tested], dtype=torch.float64)
+    fails = ((torch.where(is_ratio, ratio, cosine) - 1).abs() > limits).tolist()
+    bad = (~torch.isfinite(terms).all(dim=1)).tolist()
     count = 0
-    for _, module, p in quantized_layers(model):
-        limit = p.refit_threshold if threshold is None else threshold
-        if limit is None or not p.quantizer.refit_by_projection:
-            continue
-        w = float_weight(module)
-        if abs(projection(p.clean(w), w, p.projection) - 1) > limit:
-            p.quantizer.fit(w)
+    for (name, module, p, _), fail, non_finite in zip(tested, fails, bad, strict=True):
+        if non_finite:
+            raise ValueError(
+                f"layer {name!r} has NaN or inf weights: lower the learning rate or clip gradients"
+            )
+        if fail:
+            p.quantizer.fit(float_weight(module))
             p.refits += 1
             count += 1
     return count
@@ -58,8 +93,8 @@ def ha_sgd_backward(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], sa
 
     Call between optimizer.zero_grad() and optimizer.step(); loss_fn(model) runs the forward on the batch.
     samples=1 is plain NATS. It minimises E_noise[J(w + noise)] with a gradient whose noise variance shrinks
-    as 1/samples, at samples times the compute of a step. BatchNorm running statistics and LQ-Net's moving
-    basis see every forward, as they would in `samples` ordinary steps.
+    as 1/samples, at samples times the compute of a step. BatchNorm running statistics see every forward, as
+    they would in `samples` ordinary steps; LQ-Net's moving basis moves once per step (`refit_check`).
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from benchmarks.experiments.robustness import COMPARE_NOISE  # noqa: E402
 from benchmarks.results import atomic_write, load, load_sweeps  # noqa: E402
 from benchmarks.stats import t_interval  # noqa: E402
+from cacim_core import quantizers  # noqa: E402
 from cacim_core.noise import parse  # noqa: E402
 
 AXES = {"noise": "test-time weight noise delta (%)", "adc": "ADC bits", "stuck": "devices stuck (%)"}
@@ -39,6 +40,12 @@ def _stuck_percent(spec: object) -> float | None:
     """Percent of devices stuck for a stuck-cell sweep point, None for any other point."""
     model = parse(spec) if isinstance(spec, str) else None
     return 100 * (model.gmin + model.gmax) if model is not None and hasattr(model, "gmax") else None
+
+
+def _method_label(method: str, levels: int) -> str:
+    """The method, and the level count it really uses where that differs (APoT's 2^b - 1)."""
+    used = quantizers.build(method, int(levels)).effective_levels if method in quantizers.names() else levels
+    return method if used == levels else f"{method} ({used} levels used)"
 
 
 def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
@@ -90,7 +97,7 @@ def plot(
                 here = here[(here["noise_train"] == COMPARE_NOISE) & (here["noise_samples"] == 1)]
             for _curve, c in sorted(here.groupby("curve"), key=lambda item: item[0]):
                 c = c.sort_values("x")
-                name = label(c.iloc[0]) if row == 0 else c.iloc[0]["method"]
+                name = label(c.iloc[0]) if row == 0 else _method_label(c.iloc[0]["method"], v)
                 line = ax.plot(c["x"], c["top1"], marker="o", ms=3, label=name)[0]
                 ax.fill_between(
                     c["x"], c["top1"] - c["band"], c["top1"] + c["band"], color=line.get_color(), alpha=0.2

@@ -180,3 +180,16 @@ def test_eval_noise_fn_replaces_the_layer_noise():
     assert noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise_fn=shift).values["value"][
         0
     ] != float(clean.sum())
+
+
+def test_bias_range_match_needs_one_level_set_per_layer():
+    """LQ-Net learns one basis per output channel by default: the bias column cannot share it."""
+    with pytest.raises(ValueError, match="per_channel"):
+        quantize_model(
+            nn.Sequential(nn.Linear(4, 3)), QuantConfig(method="lqnet", levels=4, bias_range_match=True)
+        )
+    one = QuantConfig(
+        method="lqnet", levels=4, bias_range_match=True, quantizer_kwargs={"per_channel": False}
+    )
+    model = quantize_model(nn.Sequential(nn.Linear(4, 3)), one)
+    assert model(torch.randn(2, 4)).shape == (2, 3)

@@ -29,20 +29,24 @@ def samples(kind: str, n: int = 3000) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("method,levels", METHOD_LEVELS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_quantizer_properties(method, levels, dtype, gaussian_weights):
     w = gaussian_weights.to(dtype)
     q = quantizers.build(method, levels=levels).to(dtype).eval()
     q.fit(w)
     wq = q(w)
     assert wq.dtype == dtype and wq.shape == w.shape
-    assert torch.isin(wq, q.levels).all(), "outputs must be drawn from q.levels"
-    assert len(q.levels) <= levels and len(wq.unique()) <= levels
-    assert torch.equal(q.levels, q.levels.sort().values) and len(q.edges) == len(q.levels) - 1
+    # One row of levels per output channel for per-channel quantizers (LQ-Net), else one row.
+    rows = q.levels if q.levels.dim() == 2 else q.levels[None]
+    edges = q.edges if q.edges.dim() == 2 else q.edges[None]
+    assert rows.shape[1] <= levels and edges.shape[1] == rows.shape[1] - 1
+    assert torch.equal(rows, rows.sort(dim=1).values)
+    for row, out in zip(rows, wq.reshape(len(rows), -1), strict=True):
+        assert torch.isin(out, row).all(), "outputs must be drawn from q.levels"
+        assert len(out.unique()) <= levels
+        assert torch.equal(quantizers.nearest(out, row), out)  # a fixed point of its own level set
     if q.idempotent:
         torch.testing.assert_close(q(wq), wq, rtol=1e-6, atol=0)  # exact but for float rounding of a mean
-    else:  # re-normalising methods: still a fixed point of their own level set
-        assert torch.equal(quantizers.nearest(wq, q.levels), wq)
 
 
 @pytest.mark.parametrize("method,levels", METHOD_LEVELS)
@@ -119,7 +123,7 @@ def test_lloyd_near_exact_optimum_and_beats_fixed_grids(kind, levels):
         q = quantizers.build(method, levels=levels)
         q.fit(x)
         errors[method] = quantizers.distortion(x, q(x))
-    assert errors["lloyd"] <= 1.01 * errors["lloyd_exact"]
+    assert errors["lloyd"] <= 1.001 * errors["lloyd_exact"]
     assert errors["lloyd"] <= errors["uniform"] and errors["lloyd"] <= errors["log2"]
 
 
@@ -132,7 +136,7 @@ def test_lloyd_histogram_path_on_large_layer():
         _, centroids = kmeans1d.cluster(x.double().tolist(), levels)
         c = torch.tensor(sorted(centroids), dtype=torch.float64)
         exact = quantizers.distortion(x, quantizers.nearest(x.double(), c))
-        assert quantizers.distortion(x, q(x)) <= 1.005 * exact
+        assert quantizers.distortion(x, q(x)) <= 1.001 * exact
 
 
 def test_lloyd_projection_ratio_is_one_after_fit(gaussian_weights):
@@ -220,12 +224,12 @@ def test_apot_and_lqnet_level_sets():
 
     assert apot_magnitudes(3).tolist() == [0, 0.25, 0.5, 1.0]
     assert len(apot_magnitudes(4)) == 8
-    q = quantizers.build("lqnet", levels=4)
+    q = quantizers.build("lqnet", levels=4, init="qem")
     x = samples("gaussian", 4000)
     q.fit(x)
-    b = q.basis
+    b = q.basis[0]  # a 1-D tensor is one channel
     assert torch.allclose(
-        q.levels, torch.stack([-b[0] - b[1], b[0] - b[1], -b[0] + b[1], b[0] + b[1]]).sort()[0]
+        q.levels[0], torch.stack([-b[0] - b[1], b[0] - b[1], -b[0] + b[1], b[0] + b[1]]).sort()[0]
     )
     assert quantizers.distortion(x, q(x)) < quantizers.distortion(x, x.sign() * x.abs().mean())
 
@@ -242,3 +246,18 @@ def test_readme_plugin_example_runs():
     q.fit(w)
     m = float(w.abs().mean())
     assert torch.equal(q(w), torch.tensor([-m, 0.0, m]))
+
+
+def test_readme_learned_example_trains_its_parameter():
+    """The README's learned-quantizer snippet: its parameter gets a gradient, w the straight-through one."""
+    text = open("README.md").read()
+    snippet = text.split("### Adding a quantizer")[1].split("```python")[2].split("```")[0]
+    scope: dict = {"torch": torch, "quantizers": quantizers}
+    exec(snippet.replace('register("mine_learned")', 'register("readme_mine_learned")'), scope)
+    q = quantizers.build("readme_mine_learned", levels=3)
+    w = torch.tensor([-2.0, 0.1, 1.0], requires_grad=True)
+    q.fit(w.detach())
+    assert float(q.s) == pytest.approx(float(w.abs().mean()))
+    weights = torch.tensor([1.0, 2.0, 3.0])
+    (q(w) * weights).sum().backward()  # d/ds = sum of weights * sign(w) over |w| > s/2 = -1 + 3
+    assert float(q.s.grad) == pytest.approx(2.0) and torch.equal(w.grad, weights)

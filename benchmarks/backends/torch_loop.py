@@ -30,7 +30,7 @@ from benchmarks.results import (
     load_checkpoint,
     save_checkpoint,
 )
-from cacim_core import QuantConfig, noisy_evaluate, quantize_model, refit_check, refit_counts
+from cacim_core import QuantConfig, noisy_evaluate, quantize_model, quantizers, refit_check, refit_counts
 from cacim_core.device import calibrate_adc, set_adc
 from cacim_core.measured import MeasuredConductances
 from cacim_core.noise import parse
@@ -62,13 +62,15 @@ def loss_fn(kind: str, logits: Tensor, target: Tensor) -> Tensor:
 
 
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The recipe's optimizer over groups: the model's weights, and each quantizer's parameters with the
+    learning-rate scale and weight decay its authors used (`quantizers.param_groups`)."""
+    groups = quantizers.param_groups(model, recipe.lr, recipe.weight_decay)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
         )
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use sgd or adam")
 
 
@@ -242,30 +244,10 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     model = build_model(cell.model, data.num_classes, data.input_size)
     reset = path is not None and load_weights(model, path, reset_head=ctx.reset_head)
     model.to(ctx.device)
-    if reset:  # a fresh classifier: trained (float) before quantizing, by the float recipe or the cell's own
-        train(
-            model,
-            cell.fp_recipe or cell.recipe,
-            data,
-            cell.seed,
-            cache.with_suffix(".ckpt"),
-            ctx,
-            quantized=False,
-            desc=f"float head {cell.model} s{cell.seed}",
-            max_batches=cell.max_batches,
-        )
-    if path is None:
-        train(
-            model,
-            cell.fp_recipe,
-            data,
-            cell.seed,
-            cache.with_suffix(".ckpt"),
-            ctx,
-            quantized=False,
-            desc=f"float {cell.model} s{cell.seed}",
-            max_batches=cell.max_batches,
-        )
+    if path is None or reset:  # trained here; a fresh classifier is trained (float) before quantizing
+        recipe = cell.fp_recipe or cell.recipe
+        train(model, recipe, data, cell.seed, cache.with_suffix(".ckpt"), ctx, quantized=False,
+              desc=f"float {cell.model} s{cell.seed}", max_batches=cell.max_batches)  # fmt: skip
     metrics: dict[str, float] = {}
     if ctx.main:
         model.eval()

@@ -1,4 +1,4 @@
-"""Fixed-shape grids with one scale: uniform (LAQ-style) and powers of two (INQ-style)."""
+"""Fixed-shape grids with one scale: uniform (MSE-optimal or max-abs step) and powers of two (INQ-style)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Quantizer, check_finite, register
+from .base import Quantizer, check_weights, register
 from .lloyd import atoms
 
 
@@ -64,7 +64,7 @@ class _GridQuantizer(Quantizer):
 
     @torch.no_grad()
     def fit(self, w: Tensor) -> None:
-        check_finite(w)
+        check_weights(w)
         grid = self.grid()
         amax = float(w.detach().abs().max())
         maxabs = amax / grid.max() if amax > 0 else 1.0
@@ -78,7 +78,12 @@ class _GridQuantizer(Quantizer):
 
 @register("uniform")
 class Uniform(_GridQuantizer):
-    """Symmetric uniform quantizer; the step minimises the MSE on the layer (`scale="maxabs"`: max|w|)."""
+    """Symmetric uniform quantizer whose step minimises the MSE on the layer (Max, 1960, "Quantizing for
+    minimum distortion", the optimum uniform quantizer; here by a scan on the layer's own weights).
+
+    Not LAQ (Hou & Kwok, 2018): LAQ's loss-aware step weights the error by Adam's second moment and is
+    re-solved every step; this one is fitted on the weights alone (`scale="maxabs"`: step from max|w|).
+    """
 
     def grid(self) -> np.ndarray:
         return uniform_grid(self.num_levels)
@@ -86,7 +91,10 @@ class Uniform(_GridQuantizer):
 
 @register("uniform_maxabs")
 class UniformMaxAbs(Uniform):
-    """Symmetric uniform quantizer whose outermost levels are +-max|w| (no clipping)."""
+    """Symmetric uniform quantizer whose outermost levels are +-max|w| (no clipping): the symmetric linear
+    quantizer of Krishnamoorthi (2018), "Quantizing deep convolutional networks for efficient inference",
+    with a max-abs range; used for the 8-bit digital first/last layers.
+    """
 
     def __init__(self, levels: int) -> None:
         super().__init__(levels, scale="maxabs")
@@ -98,6 +106,8 @@ class Log2(_GridQuantizer):
 
     Simplification: INQ restricts a to a power of two (2^floor(log2(4 max|w| / 3))); in analog hardware the
     scale is free, so by default a minimises the MSE; `scale="maxabs"` puts the largest level at max|w|.
+    INQ's training (quantize and freeze a growing fraction of the largest weights, retrain the rest) is
+    absent: this is the level set with our straight-through fine-tuning, not INQ's procedure.
     """
 
     def grid(self) -> np.ndarray:

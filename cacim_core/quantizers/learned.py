@@ -1,4 +1,4 @@
-"""Multi-level baselines with learned parameters: LQ-Net, APoT, LSQ, LG-LSQ (weights only, one per layer)."""
+"""Multi-level baselines with learned parameters: LQ-Net, APoT, LSQ, LG-LSQ (weights only)."""
 
 from __future__ import annotations
 
@@ -8,68 +8,120 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Quantizer, check_finite, nearest, register
+from .base import LearnedQuantizer, Quantizer, check_weights, nearest, register, work_dtype
 from .grid import best_scale, uniform_grid
 from .lloyd import atoms
+
+NORM_PPF_0_75 = 0.6745  # the official LQ-Nets constant: the 75% quantile of N(0, 1)
 
 
 @register("lqnet")
 class LQNet(Quantizer):
-    """LQ-Nets (Zhang et al., 2018): levels {B v : B in {-1, +1}^K}, basis v fitted by QEM, not by gradient.
+    """LQ-Nets (Zhang et al., 2018), weights: levels {B v : B in {-1, +1}^K}, one basis v per output channel.
 
-    Every training forward runs one QEM step v* = (B^T B + 1e-4 I)^-1 (B^T w + 1e-4 v) and a moving average
-    v <- 0.9 v + 0.1 v*, as the official code; `fit` runs QEM to convergence. Identity straight-through
-    gradient. Simplification: one basis per layer (the paper learns one per output channel), so a layer has
-    the same 2^K analog levels as every other method here.
+    As the official code (microsoft/LQ-Nets, `learned_quantization.py: QuantizedWeight`): per output channel
+    (`per_channel=False`: one basis per layer, our earlier simplification), init v_j = 2^j * 0.6745 *
+    sqrt(2 / n) / 2^(K-1) with n = k*k*C_out (`init="qem"`: then QEM to convergence on the weights), basis
+    fitted by QEM, not by gradient: after every optimizer step (`after_step`, called by `refit_check`)
+    v* = (B^T B + 1e-4 I)^-1 (B^T w + 1e-4 v) and v <- 0.9 v + 0.1 v*. The official graph updates v after the
+    forward that used it, on that forward's weights; here it is updated on the weights after the step, which
+    the next forward uses (one weight update apart). Identity straight-through gradient.
+    Fitted kind with its own update rule: Algorithm 1 does not re-fit it. `levels`: (channels, 2^K).
     """
 
-    def __init__(self, levels: int, ridge: float = 1e-4, momentum: float = 0.9) -> None:
+    refit_by_projection = False
+
+    def __init__(
+        self, levels: int, ridge: float = 1e-4, momentum: float = 0.9, per_channel: bool = True,
+        init: str = "official",
+    ) -> None:
         bits = round(math.log2(levels))
         if 2**bits != levels:
             raise ValueError(
                 f"lqnet has 2^K levels (4, 8, ...): got {levels}; for 3 levels use ttq/twn/hefan"
             )
+        if init not in ("official", "qem"):
+            raise ValueError(f"lqnet init must be 'official' or 'qem', got {init!r}")
         super().__init__(levels)
         self.bits, self.ridge, self.momentum = bits, ridge, momentum
-        self.register_buffer("basis", torch.zeros(bits))
+        self.per_channel, self.init = per_channel, init
+        self.register_buffer("basis", torch.zeros(0, bits))
         self.register_buffer("codes", torch.tensor(list(itertools.product([-1.0, 1.0], repeat=bits))))
 
-    def _qem_target(self, w: Tensor) -> Tensor:
-        codes = self.codes.to(w)
-        values = codes @ self.basis.to(w)
-        order = values.argsort()
-        idx = order[torch.bucketize(w, ((values[order][1:] + values[order][:-1]) / 2))]
-        count = torch.bincount(idx, minlength=len(codes)).to(w)
-        total = torch.bincount(idx, weights=w, minlength=len(codes)).to(w)
-        btb = codes.T @ (count[:, None] * codes)
-        btw = codes.T @ total
-        eye = torch.eye(self.bits, dtype=w.dtype, device=w.device)
-        return torch.linalg.solve(btb + self.ridge * eye, btw + self.ridge * self.basis.to(w))
+    @property
+    def levels(self) -> Tensor:
+        """(channels, 2^K) levels, sorted along the last dimension (channels = 1 if not per channel)."""
+        return self._levels
+
+    @property
+    def edges(self) -> Tensor:
+        return self._edges
+
+    @property
+    def fitted(self) -> bool:
+        return self.basis.numel() > 0
+
+    def _rows(self, w: Tensor) -> Tensor:
+        """The weights as (channels, weights per channel), in a dtype fit for the solve."""
+        x = w.detach().to(work_dtype(w.dtype))
+        return x.reshape(x.shape[0], -1) if self.per_channel and x.dim() > 1 else x.reshape(1, -1)
+
+    def _assign(self, rows: Tensor) -> Tensor:
+        """Index of the nearest code per weight, (channels, n)."""
+        values = self.basis.to(rows) @ self.codes.to(rows).T  # (C, L)
+        sorted_values, order = values.sort(dim=1)
+        edges = (sorted_values[:, 1:] + sorted_values[:, :-1]) / 2
+        return order.gather(1, torch.searchsorted(edges.contiguous(), rows.contiguous()))
+
+    def _qem_target(self, rows: Tensor) -> Tensor:
+        """One QEM step per channel: v* = (B^T B + ridge I)^-1 (B^T w + ridge v), by sums per code."""
+        channels, count_levels = rows.shape[0], len(self.codes)
+        idx = self._assign(rows)
+        count = torch.zeros(channels, count_levels, dtype=rows.dtype, device=rows.device)
+        total = torch.zeros_like(count)
+        count.scatter_add_(1, idx, torch.ones_like(rows))
+        total.scatter_add_(1, idx, rows)
+        codes = self.codes.to(torch.float64)
+        btb = torch.einsum("lk,cl,lj->ckj", codes, count.double(), codes)
+        btw = total.double() @ codes
+        eye = torch.eye(self.bits, dtype=torch.float64, device=rows.device)
+        rhs = btw + self.ridge * self.basis.double()
+        solution, _ = torch.linalg.solve_ex(btb + self.ridge * eye, rhs)  # solve_ex: no host sync for checks
+        return solution.to(self.basis.dtype)
 
     def _sync_levels(self) -> None:
-        self.set_levels(self.codes @ self.basis)
+        values, _ = (self.basis @ self.codes.T).sort(dim=1)
+        self._levels = values
+        self._edges = (values[:, 1:] + values[:, :-1]) / 2
 
     @torch.no_grad()
     def fit(self, w: Tensor, iters: int = 100) -> None:
-        check_finite(w)
-        x = w.detach().flatten()
-        scale = x.abs().mean() / (2**self.bits - 1)
-        self.basis = (2.0 ** torch.arange(self.bits, dtype=x.dtype, device=x.device)) * scale
-        for _ in range(iters):
-            new = self._qem_target(x)
-            done = torch.allclose(new, self.basis, rtol=1e-7, atol=0)
-            self.basis = new
-            if done:
-                break
+        check_weights(w)
+        rows = self._rows(w)
+        fan = w.numel() / w.shape[1] if w.dim() > 1 else w.numel()  # official n = k * k * C_out
+        base = NORM_PPF_0_75 * math.sqrt(2.0 / fan) / 2 ** (self.bits - 1)
+        init = base * 2.0 ** torch.arange(self.bits, dtype=torch.float64)
+        self.basis = init.to(device=w.device, dtype=self._levels.dtype).repeat(rows.shape[0], 1)
+        if self.init == "qem":
+            for _ in range(iters):
+                new = self._qem_target(rows)
+                done = torch.allclose(new, self.basis, rtol=1e-7, atol=0)
+                self.basis = new
+                if done:
+                    break
+        self._sync_levels()
+
+    @torch.no_grad()
+    def after_step(self, w: Tensor) -> None:
+        target = self._qem_target(self._rows(w))
+        self.basis.mul_(self.momentum).add_((1 - self.momentum) * target)
         self._sync_levels()
 
     def quantize(self, w: Tensor) -> Tensor:
-        if self.training and torch.is_grad_enabled():
-            with torch.no_grad():
-                target = self._qem_target(w.detach().flatten())
-                self.basis.mul_(self.momentum).add_((1 - self.momentum) * target.to(self.basis))
-                self._sync_levels()
-        return super().quantize(w)
+        rows = w.reshape(self._levels.shape[0], -1)
+        levels, edges = self._levels.to(w), self._edges.to(w)
+        idx = torch.searchsorted(edges.contiguous(), rows.contiguous())
+        return levels.gather(1, idx).reshape(w.shape)
 
 
 def apot_magnitudes(bits: int) -> Tensor:
@@ -87,47 +139,54 @@ def apot_magnitudes(bits: int) -> Tensor:
 
 
 @register("apot")
-class APoT(Quantizer):
-    """Additive Powers-of-Two (Li et al., 2020), CIFAR weight quantizer of the official code.
+class APoT(LearnedQuantizer):
+    """Additive Powers-of-Two (Li et al., 2020), weights, as the official code (yhhhli/APoT_Quantization).
 
     b bits give 2^b - 1 levels, so `levels` v uses b = floor(log2(v + 1)): v=3 and v=4 -> uniform ternary
-    (their "2-bit"), v=7 and v=8 -> 7 APoT levels. Weights are standardised with detached mean and std,
-    clipped at the learned alpha (init 3.0) and snapped to alpha * {+-APoT}. Simplification: the result is
-    scaled back by the std (the official code returns the standardised weights, relying on the next BN),
-    and gradients flow through the clip as in their ImageNet code. q(q(w)) != q(w) in general.
+    (their "2-bit"; `effective_levels` is 3), v=7 and v=8 -> 7 APoT levels. Weights are standardised with
+    detached mean and std, clipped at the learned alpha (init 3.0) and snapped to alpha * {+-APoT}; alpha's
+    gradient is sign(x) beyond the clip and q - x inside; its learning rate is 0.2x the weights' (official
+    CIFAR `main.py`: 2e-2 vs 0.1). Weight gradient: at 2 bits not clipped (both official 2-bit paths); above
+    2 bits zero outside +-alpha (the ImageNet `apot_quantization`; their CIFAR `_pq` never clips).
+    Simplification: the result is scaled back by the std (the official code returns the standardised
+    weights, relying on the next BN). q(q(w)) != q(w) in general.
     """
 
     idempotent = False
-    custom_grad = True
+    lr_scale = 0.2
 
     def __init__(self, levels: int) -> None:
         super().__init__(levels)
         self.bits = int(math.floor(math.log2(levels + 1)))
         mags = apot_magnitudes(self.bits)
         self.register_buffer("grid", torch.cat([-mags.flip(0)[:-1], mags]))
+        self.effective_levels = len(self.grid)
+        self.own_weight_grad = self.bits > 2
         self.alpha = nn.Parameter(torch.tensor(3.0))
 
-    @property
-    def fitted(self) -> bool:
-        return True
+    def init_from(self, w: Tensor) -> None:
+        self.alpha.fill_(3.0)
 
-    def fit(self, w: Tensor) -> None:
-        check_finite(w)
-        with torch.no_grad():
-            self.alpha.fill_(3.0)
-            self.quantize(w)
+    def statistics(self, w: Tensor) -> Tensor:
+        x = w.detach().to(work_dtype(w.dtype))
+        return torch.stack([x.mean(), x.std().clamp_min(1e-12)])
+
+    def levels_for(self, stats: Tensor) -> tuple[Tensor, Tensor]:
+        std, alpha = stats[1], self.alpha.to(stats)
+        levels = std * alpha * self.grid.to(stats)
+        return levels, (levels[1:] + levels[:-1]) / 2
 
     def quantize(self, w: Tensor) -> Tensor:
-        mean, std = w.detach().mean(), w.detach().std().clamp_min(1e-12)
-        alpha = self.alpha.to(w)
-        x = ((w - mean) / std / alpha).clamp(-1, 1)
-        snapped = nearest(x.detach(), self.grid.to(w))
-        self.set_levels(std * alpha.detach() * self.grid.to(w))
-        return std * alpha * (snapped + (x - x.detach()))
+        wc = w.to(work_dtype(w.dtype))
+        mean, std = self.statistics(wc)
+        alpha = self.alpha.to(wc)
+        x = ((wc - mean) / std / alpha).clamp(-1, 1)
+        snapped = nearest(x.detach(), self.grid.to(wc))
+        return (std * alpha * (snapped + (x - x.detach()))).to(w.dtype)
 
 
 @register("lsq")
-class LSQ(Quantizer):
+class LSQ(LearnedQuantizer):
     """Learned Step Size Quantization (Esser et al., 2020): w^ = s * round(clip(w / s, -Qn, Qp)).
 
     Step s learned with gradient scale 1 / sqrt(N * Qp), init 2 mean|w| / sqrt(Qp); weight gradient is the
@@ -135,7 +194,7 @@ class LSQ(Quantizer):
     two's-complement one (Qn = v/2, Qp = v/2 - 1).
     """
 
-    custom_grad = True
+    own_weight_grad = True
 
     def __init__(self, levels: int) -> None:
         if levels < 3:
@@ -144,23 +203,21 @@ class LSQ(Quantizer):
         self.qn, self.qp = levels // 2, (levels - 1) // 2
         self.step = nn.Parameter(torch.tensor(1.0))
 
-    @torch.no_grad()
-    def fit(self, w: Tensor) -> None:
-        check_finite(w)
-        self.step.fill_(2 * float(w.detach().abs().mean()) / math.sqrt(self.qp))
-        self._sync_levels()
+    def init_from(self, w: Tensor) -> None:
+        self.step.fill_(2 * float(w.to(work_dtype(w.dtype)).abs().mean()) / math.sqrt(self.qp))
 
-    def _sync_levels(self) -> None:
-        grid = torch.arange(-self.qn, self.qp + 1, dtype=self.step.dtype, device=self.step.device)
-        self.set_levels(self.step.detach() * grid)
+    def levels_for(self, stats: Tensor) -> tuple[Tensor, Tensor]:
+        step = self.step.to(work_dtype(self.step.dtype))
+        levels = step * torch.arange(-self.qn, self.qp + 1, dtype=step.dtype, device=step.device)
+        return levels, (levels[1:] + levels[:-1]) / 2
 
     def quantize(self, w: Tensor) -> Tensor:
+        wc = w.to(work_dtype(w.dtype))
         g = 1.0 / math.sqrt(w.numel() * self.qp)
-        step = self.step.to(w)
+        step = self.step.to(wc)
         step = step.detach() + (step * g - (step * g).detach())  # value: step; gradient: scaled by g
-        x = (w / step).clamp(-self.qn, self.qp)
-        self._sync_levels()
-        return (x.round().detach() + (x - x.detach())) * step
+        x = (wc / step).clamp(-self.qn, self.qp)
+        return ((x.round().detach() + (x - x.detach())) * step).to(w.dtype)
 
 
 def arctan_soft_round(x: Tensor, sharpness: float) -> Tensor:
@@ -174,7 +231,7 @@ def arctan_soft_round(x: Tensor, sharpness: float) -> Tensor:
 
 
 @register("lglsq")
-class LGLSQ(Quantizer):
+class LGLSQ(LearnedQuantizer):
     """LG-LSQ (Lin et al., arXiv 2202.09009, 2022) for weights: w^ = s * clip-round(w / s) on a symmetric
     grid of v levels (integers for odd v, half-integers for even v, so 4 levels are s * {+-1/2, +-3/2}).
 
@@ -190,7 +247,7 @@ class LGLSQ(Quantizer):
     Simplifications: weights only (the paper also quantizes activations), one step per layer, fixed a.
     """
 
-    custom_grad = True
+    own_weight_grad = True
 
     def __init__(self, levels: int, sharpness: float = 4.0) -> None:
         super().__init__(levels)
@@ -201,25 +258,23 @@ class LGLSQ(Quantizer):
         self.sharpness = sharpness
         self.step = nn.Parameter(torch.tensor(1.0))
 
-    @torch.no_grad()
-    def fit(self, w: Tensor) -> None:
-        check_finite(w)
+    def init_from(self, w: Tensor) -> None:
         cnt, s1, _ = atoms(w)
-        amax = float(w.detach().abs().max())
+        amax = float(w.abs().max())
         step = best_scale(cnt, s1 / cnt, uniform_grid(self.num_levels), top=amax / self.half) if amax else 1.0
         self.step.fill_(step)
-        self._sync_levels()
 
-    def _sync_levels(self) -> None:
-        grid = torch.as_tensor(uniform_grid(self.num_levels), dtype=self.step.dtype, device=self.step.device)
-        self.set_levels(self.step.detach() * grid)
+    def levels_for(self, stats: Tensor) -> tuple[Tensor, Tensor]:
+        step = self.step.to(work_dtype(self.step.dtype))
+        levels = step * torch.as_tensor(uniform_grid(self.num_levels), dtype=step.dtype, device=step.device)
+        return levels, (levels[1:] + levels[:-1]) / 2
 
     def quantize(self, w: Tensor) -> Tensor:
+        wc = w.to(work_dtype(w.dtype))
         g = 1.0 / math.sqrt(w.numel() * self.half)
-        step = self.step.to(w)
+        step = self.step.to(wc)
         step = step.detach() + (step * g - (step * g).detach())  # value: step; gradient: scaled by g
-        x = (w / step).clamp(-self.half - 0.5, self.half + 0.5) - self.offset
+        x = (wc / step).clamp(-self.half - 0.5, self.half + 0.5) - self.offset
         hard = torch.round(x.detach()).clamp(-self.half - self.offset, self.half - self.offset)
         soft = arctan_soft_round(x, self.sharpness)
-        self._sync_levels()
-        return (hard + (soft - soft.detach()) + self.offset) * step
+        return ((hard + (soft - soft.detach()) + self.offset) * step).to(w.dtype)

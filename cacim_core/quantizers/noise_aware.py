@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..noise import NoiseModel, parse
-from .base import check_finite, register
+from .base import check_weights, register
 from .lloyd import HIST_BINS, Lloyd, _prefix, atoms
 
 
@@ -57,7 +57,7 @@ class NoiseAwareLloyd(Lloyd):
         super().fit(w)  # Lloyd: the start, and the answer without noise
         if self.noise is None:
             return
-        check_finite(w)
+        check_weights(w)
         cnt, s1, s2 = atoms(w, self.bins)
         pos = s1 / cnt
         c, p1, p2 = _prefix(cnt), _prefix(s1), _prefix(s2)

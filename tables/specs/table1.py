@@ -1,6 +1,7 @@
 """Table 1: ResNet-20 on CIFAR-10 at 3 and 4 levels (accuracy %)."""
 
 from benchmarks.compare import PaperClaim
+from cacim_core import quantizers
 from tables.render import Column, Row, TableSpec
 
 
@@ -12,7 +13,8 @@ def _row(label: str, method: str, levels: int, first_last: str = "quantize", noi
         "first_last": first_last,
         "noise_train": noise,
     }
-    return Row(label, match, labels={"Levels": str(levels)})
+    used = quantizers.build(method, levels).effective_levels
+    return Row(label, match, labels={"Levels": str(levels) if used == levels else f"{levels} ({used} used)"})
 
 
 def _cell(method: str, levels: int, first_last: str = "quantize") -> dict:
