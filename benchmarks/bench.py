@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import resource
 import tempfile
 import time
@@ -170,8 +171,8 @@ def bench_train_step(steps: int) -> None:
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB")
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
     def step() -> None:
         opt.zero_grad()
@@ -248,6 +249,79 @@ def bench_loader(images: int, batch: int) -> None:
         )
 
 
+def bench_resnet_steps(device: torch.device, steps: int, results: Path) -> None:
+    """ResNet-18/50 training step, float vs Lloyd 4L + 2% NATS + Algorithm 1's refit_check (the hot path of
+    a paper-scale cell), interleaved; images/s per model and device go to results/_bench/throughput.json,
+    where `python -m benchmarks plan` reads them. GPU: the paper's 224 px, batch 256; CPU: 64 px, batch 16."""
+    from benchmarks.models import build_model
+    from cacim_core import refit_check, refit_counts
+
+    cuda = device.type == "cuda"
+    batch, size = (256, 224) if cuda else (16, 64)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    config = QuantConfig(method="lloyd", levels=4, noise=0.02)
+    rows, rates = [], []
+    for name in ("resnet18b", "resnet50b"):
+        float_model = build_model(name, 1000, size).to(device)
+        quantized = quantize_model(build_model(name, 1000, size).to(device), config)
+        float_step = train_step(float_model, x, y, lr=1e-4)  # Table 3's fine-tuning rate
+        q_step = train_step(quantized, x, y, lr=1e-4)
+
+        def quantized_step(q_step: Callable[[], None] = q_step, model: nn.Module = quantized) -> None:
+            q_step()
+            refit_check(model)
+
+        times: dict[str, list[float]] = {"float": [], "quantized": []}
+        for fn in (float_step, quantized_step):
+            fn()  # warm-up (cudnn autotune, allocator)
+        for _ in range(steps):
+            for key, fn in (("float", float_step), ("quantized", quantized_step)):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn()
+                if cuda:
+                    torch.cuda.synchronize()
+                times[key].append(time.perf_counter() - start)
+        t_float, t_quant = float(np.median(times["float"])), float(np.median(times["quantized"]))
+        refits = sum(refit_counts(quantized).values())
+        ratio = t_quant / t_float
+        cells = f"{t_float:.4f} | {t_quant:.4f} | {ratio:.3f} | {refits}"
+        rows.append(f"| {name} | {batch} x {size}px | {cells} |")
+        rates += [
+            {
+                "model": name,
+                "device": str(device),
+                "images_per_s": batch / t_quant,
+                "batch": batch,
+                "size": size,
+                "quantized": True,
+            }
+        ]
+    print(f"\n## ResNet training step on {device}: float vs Lloyd 4L + 2% NATS + refit_check\n")
+    print("| model | batch | float step s | quantized step s | ratio | re-fits |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if cuda:  # plan's GPU-hours come from measured GPU throughput only
+        from benchmarks.results import atomic_write
+
+        path = atomic_write(results / "_bench" / "throughput.json", json.dumps(rates, indent=1))
+        print(f"\nwrote {path}")
+    if cuda:
+        weights = [w.to(device) for w in layer_weights(torchvision.models.resnet50())]
+        for v in (3, 4, 8):
+            q = quantizers.build("lloyd", v)
+
+            def fit_all(q: quantizers.Quantizer = q) -> None:
+                for w in weights:
+                    q.fit(w)
+                torch.cuda.synchronize()
+
+            fit_all()
+            print(f"Lloyd fit of all ResNet-50 weights on {device}, {v} levels: {seconds(fit_all, 3):.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,12 +330,17 @@ def main() -> None:
     parser.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn KMeans (the slowest)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     parser.add_argument("--loader-images", type=int, default=512, help="JPEGs for the loader (0: skip)")
+    parser.add_argument("--resnet-steps", type=int, default=3, help="ResNet-18/50 steps per model (0: skip)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="where throughput.json goes")
     args = parser.parse_args()
     torch.manual_seed(0)
     bench_lloyd(tuple(int(v) for v in args.levels.split(",")), with_sklearn=not args.no_sklearn)
     bench_train_step(args.steps)
     if args.loader_images:
         bench_loader(args.loader_images, batch=64)
+    if args.resnet_steps:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        bench_resnet_steps(device, args.resnet_steps, args.results)
 
 
 if __name__ == "__main__":

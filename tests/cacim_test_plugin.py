@@ -37,3 +37,18 @@ def killtest(scale: str) -> list[Cell]:
             max_batches=2,
         )
     ]
+
+
+@register_experiment("mmkilltest")
+def mmkilltest(scale: str) -> list[Cell]:
+    """Table 4's first smoke cell with a 40-iteration fine-tune (a checkpoint every 4): room for a kill."""
+    from dataclasses import replace
+
+    from benchmarks.experiments import table4
+
+    cell = table4.cells("smoke")[0]
+    return [
+        replace(
+            cell, experiment="mmkilltest", recipe=replace(cell.recipe, phase=table4.multistep(40, 1e-4, 1))
+        )
+    ]

@@ -131,8 +131,13 @@ def test_hook_evaluates_on_measured_conductances(tmp_path) -> None:
     results = {}
     for std in (0.05, 2.0):
         torch.manual_seed(0)
-        hook = {"type": "CacimHook", "levels": 4, "trials": 3, "exclude": ["net.4"],
-                "eval_noise_file": _conductances(tmp_path / f"g{std}.csv", std)}  # fmt: skip
+        hook = {
+            "type": "CacimHook",
+            "levels": 4,
+            "trials": 3,
+            "exclude": ["net.4"],
+            "eval_noise_file": _conductances(tmp_path / f"g{std}.csv", std),
+        }
         runner = Runner(
             model=ToyClassifier(),
             work_dir=str(tmp_path / str(std)),
@@ -334,3 +339,54 @@ def _fig4b_smoke(voc_root, results, floats) -> None:
     for r in measured:
         name = "mAP" if r.arch == "ssd300" else "top1"
         assert r.metrics[name].n > 1 and r.metrics[name].std >= 0
+
+
+def test_mmengine_cell_resumes_after_sigkill(voc_root, tmp_path) -> None:
+    """An OpenMMLab cell killed mid-fine-tune resumes through mmengine's own resume (CacimHook restores the
+    quantized weights): the final record appears exactly once and says it resumed."""
+    _openmmlab()
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.results import load_records, work_dir
+
+    root = Path(__file__).resolve().parent.parent
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "run",
+        "mmkilltest",
+        "--scale",
+        "smoke",
+        "--data",
+        str(voc_root),
+        "--plugin",
+        "cacim_test_plugin",
+        "--results",
+        str(results),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    work = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list((results / "mmkilltest" / "smoke" / ".work").glob("*/last_checkpoint"))
+        if found and Path(found[0].read_text().strip()).is_file():
+            work = found[0].parent
+            break
+        time.sleep(0.1)
+    assert work is not None and proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load_records(results) == []
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = load_records(results)
+    assert record.resumed and work == work_dir(results, "mmkilltest", "smoke", record.cell)
+    assert len(list((results / "mmkilltest" / "smoke").glob("*.json"))) == 1
