@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import numbers
-import shutil
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,13 @@ def _percent(recipe: MMRecipe, metrics: dict[str, float], prefix: str = "") -> d
     return {name: metrics[prefix + key] * factor for name, key, factor in recipe.metrics}
 
 
+def _drop_checkpoints(work: Path) -> None:
+    """A finished phase keeps its logs (mmengine's visualizer may still write there), not its weights."""
+    for path in work.glob("*.pth"):
+        path.unlink()
+    (work / "last_checkpoint").unlink(missing_ok=True)
+
+
 class MMEngine:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], tuple[Path, str]] = {}
@@ -154,17 +161,17 @@ class MMEngine:
         """Train (or reuse, or resume) the float model: (checkpoint path, float metrics in percent)."""
         data_root, fingerprint = self._data(cell, ctx)
         key = f"{cell.model}-{cell.dataset}-{fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
-        cache = float_path(ctx.results, ctx.scale, key.replace(" ", "_").replace("/", "_"))
+        cache = float_path(ctx.results, ctx.scale, re.sub(r"[^A-Za-z0-9_-]+", "_", key))
         cached = load_checkpoint(cache)
         if cached is None:
-            work = cache.with_suffix(".work")
+            work = cache.with_name(f"{cache.stem}-work")
             cfg = build_config(cell.fp_recipe, data_root, work, cell.seed, None)
             runner, metrics, _ = _train_and_test(cfg, cell.fp_recipe.tta)
             from cacim_core.integrations.mmengine import unwrap
 
             state = {k: v.cpu() for k, v in unwrap(runner.model).state_dict().items()}
             save_checkpoint(cache, {"state_dict": state, "metrics": _percent(cell.fp_recipe, metrics)})
-            shutil.rmtree(work, ignore_errors=True)
+            _drop_checkpoints(work)
             cached = load_checkpoint(cache)
         return cache, cached["metrics"]
 
@@ -207,9 +214,7 @@ class MMEngine:
             metrics.update(gap_metrics(name, fp[name], result))
             metrics[f"{name}_clean"] = Metric(clean[name])
         refits = refit_counts(unwrap(runner.model))
-        for path in work.glob("*.pth"):  # the record holds the result; keep the logs, drop the weights
-            path.unlink()
-        (work / "last_checkpoint").unlink(missing_ok=True)
+        _drop_checkpoints(work)
         return Outcome(metrics, fingerprint, time.time() - start, resumed, refits)
 
 
