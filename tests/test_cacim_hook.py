@@ -1,0 +1,338 @@
+"""CacimHook in mmengine's Runner: resume and load_from keep every trained tensor, float checkpoints are
+re-fitted, EMAHook configs train, arguments are checked, noisy metrics reach the logs, coverage is listed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+mmengine = pytest.importorskip(
+    "mmengine", reason="the openmmlab extra is not installed (scripts/setup_openmmlab.sh .venv/bin/python)"
+)
+
+from mmengine.evaluator import BaseMetric  # noqa: E402
+from mmengine.model import BaseModel  # noqa: E402
+from mmengine.registry import METRICS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from cacim_core import QuantConfig, float_weight, quantized_layers, quantizers  # noqa: E402
+from cacim_core.integrations.mmengine import CacimHook, coverage, unwrap  # noqa: E402
+
+
+class Net(BaseModel):
+    """Small classifier with a BatchNorm (buffers) between quantizable Linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(4, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2)
+        )
+
+    def forward(self, inputs, labels, mode="tensor"):
+        logits = self.net(torch.stack(inputs))
+        labels = torch.stack(labels)
+        if mode == "loss":
+            return {"loss": F.cross_entropy(logits, labels)}
+        return [{"logits": row, "label": label} for row, label in zip(logits, labels, strict=True)]
+
+
+@METRICS.register_module(force=True)
+class NetMetric(BaseMetric):
+    def process(self, data_batch, data_samples) -> None:
+        self.results += [(s["logits"], s["label"]) for s in data_samples]
+
+    def compute_metrics(self, results) -> dict[str, float]:
+        logits = torch.stack([r[0] for r in results])
+        labels = torch.stack([r[1] for r in results])
+        return {
+            "acc": float((logits.argmax(1) == labels).float().mean() * 100),
+            "ce": float(F.cross_entropy(logits, labels)),
+        }
+
+
+def _data(n: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return [{"inputs": a, "labels": b} for a, b in zip(x, y, strict=True)]
+
+
+def _runner(work_dir, hooks: list[dict], iters: int = 0, **kwargs) -> Runner:
+    """A Runner as tools/train.py (iters > 0) or tools/test.py (iters == 0) builds it."""
+    train = {}
+    if iters:
+        train = dict(
+            train_dataloader={
+                "dataset": _data(256, 0),
+                "sampler": {"type": "InfiniteSampler"},
+                "batch_size": 16,
+            },
+            train_cfg={"by_epoch": False, "max_iters": iters},
+            optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9}},
+        )
+    torch.manual_seed(1)  # another init than the trained model's, so a lost load shows
+    return Runner(
+        model=Net(),
+        work_dir=str(work_dir),
+        test_dataloader={
+            "dataset": _data(96, 1),
+            "sampler": {"type": "DefaultSampler", "shuffle": False},
+            "batch_size": 32,
+        },  # fmt: skip
+        test_evaluator={"type": "NetMetric"},
+        test_cfg={},
+        default_hooks={
+            "checkpoint": {"type": "CheckpointHook", "interval": 6, "by_epoch": False},
+            "logger": {"type": "LoggerHook", "interval": 1000},
+        },
+        custom_hooks=hooks,
+        randomness={"seed": 0},
+        **train,
+        **kwargs,
+    )
+
+
+def _hook(method: str = "lloyd", **kw) -> dict:
+    levels = 4 if method == "lqnet" else 3
+    return {
+        "type": "CacimHook",
+        "method": method,
+        "levels": levels,
+        "noise": 0.02,
+        "exclude": ["net.5"],
+        **kw,
+    }
+
+
+def _assert_state_equal(model: nn.Module, state: dict) -> None:
+    mine = model.state_dict()
+    assert mine.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(mine[key], value.to(mine[key].device)), key
+
+
+@pytest.mark.parametrize("method", ["lloyd", "lsq"])
+def test_resume_restores_every_tensor_and_the_optimizer(tmp_path, method) -> None:
+    first = _runner(tmp_path, [_hook(method)], iters=12)
+    first.train()
+    ckpt = tmp_path / "iter_6.pth"
+    saved = torch.load(ckpt, map_location="cpu")  # torch's weights-only default: HistoryBuffer allow-listed
+    assert any(k.endswith("parametrizations.weight.original") for k in saved["state_dict"])
+
+    # Resume at iteration 6, to iteration 6: nothing trains, so the model must be the checkpoint's.
+    resumed = _runner(tmp_path / "b", [_hook(method)], iters=6, resume=True, load_from=str(ckpt))
+    resumed.train()
+    assert resumed.iter == 6
+    model = unwrap(resumed.model)
+    assert [n for n, _, _ in quantized_layers(model)] == ["net.0", "net.3"]
+    _assert_state_equal(model, saved["state_dict"])
+    # The optimizer state too: SGD momentum of every parameter, LSQ's steps in their own param group.
+    state = resumed.optim_wrapper.optimizer.state_dict()
+    assert (
+        len(state["param_groups"]) == len(saved["optimizer"]["param_groups"]) == (2 if method == "lsq" else 1)
+    )
+    assert state["state"].keys() == saved["optimizer"]["state"].keys()
+    for index, entry in saved["optimizer"]["state"].items():
+        assert torch.equal(state["state"][index]["momentum_buffer"], entry["momentum_buffer"])
+
+    # And the resumed run goes on training from there (iterations 6 -> 12), quantized and re-fitting.
+    longer = _runner(tmp_path / "c", [_hook(method)], iters=12, resume=True, load_from=str(ckpt))
+    longer.train()
+    assert longer.iter == 12
+    assert not torch.equal(
+        float_weight(unwrap(longer.model).net[3]),
+        saved["state_dict"]["net.3.parametrizations.weight.original"],
+    )
+
+
+def test_load_from_hooked_checkpoint_gives_the_training_runs_test_metrics(tmp_path) -> None:
+    hook = _hook(trials=3, seed=4)
+    trained = _runner(tmp_path / "train", [hook], iters=12)
+    trained.train()
+    expected = trained.test()
+    assert expected["noisy/ce_std"] > 0
+
+    # tools/test.py: a fresh model, the hook, load_from the last checkpoint, test.
+    tester = _runner(tmp_path / "test", [hook], load_from=str(tmp_path / "train" / "iter_12.pth"))
+    assert tester.test() == expected
+    _assert_state_equal(unwrap(tester.model), unwrap(trained.model).state_dict())
+
+
+def test_hooked_checkpoint_that_does_not_fit_fails(tmp_path) -> None:
+    _runner(tmp_path / "train", [_hook()], iters=6).train()
+    other = _runner(tmp_path / "t", [_hook(exclude=[])], load_from=str(tmp_path / "train" / "iter_6.pth"))
+    with pytest.raises(
+        ValueError, match=r"does not fit .* 4 missing keys .*1 unexpected keys \['net.5.weight'\]"
+    ):
+        other.test()
+
+
+def test_float_checkpoint_loads_and_the_quantizers_fit_the_loaded_weights(tmp_path) -> None:
+    _runner(tmp_path / "float", [], iters=6).train()
+    ckpt = tmp_path / "float" / "iter_6.pth"
+    weights = torch.load(ckpt, map_location="cpu")["state_dict"]
+    assert "net.0.weight" in weights
+
+    def reference(name: str) -> torch.Tensor:
+        q = quantizers.build("lloyd", levels=3)
+        q.fit(weights[f"{name}.weight"])
+        return q.levels
+
+    tester = _runner(tmp_path / "t", [_hook()], load_from=str(ckpt))
+    tester.test()
+    layers = quantized_layers(unwrap(tester.model))
+    assert [n for n, _, _ in layers] == ["net.0", "net.3"]
+    for name, module, p in layers:
+        assert torch.equal(float_weight(module), weights[f"{name}.weight"])
+        assert torch.equal(p.quantizer.levels, reference(name))
+
+    # The same float checkpoint into a model quantized already (fitted on its random init): renamed, re-fit.
+    late = _runner(tmp_path / "late", [_hook()])
+    late.test()
+    before = {n: p.quantizer.levels.clone() for n, _, p in quantized_layers(unwrap(late.model))}
+    late.load_checkpoint(str(ckpt))
+    late.test()
+    for name, module, p in quantized_layers(unwrap(late.model)):
+        assert torch.equal(float_weight(module), weights[f"{name}.weight"])
+        assert torch.equal(p.quantizer.levels, reference(name))
+        assert not torch.equal(p.quantizer.levels, before[name])
+
+
+def test_ema_hook_config_trains_and_resumes(tmp_path) -> None:
+    ema = {
+        "type": "EMAHook",
+        "ema_type": "ExponentialMovingAverage",
+        "momentum": 0.2,
+        "update_buffers": True,
+        "priority": 49,
+    }
+    runner = _runner(tmp_path, [ema, _hook()], iters=12)  # the EMAHook first, as in a base config
+    runner.train()
+    ema_hook = next(h for h in runner.hooks if type(h).__name__ == "EMAHook")
+    assert [n for n, _, _ in quantized_layers(ema_hook.ema_model.module)] == ["net.0", "net.3"]
+    averaged = float_weight(ema_hook.ema_model.module.net[0])
+    assert not torch.equal(averaged, float_weight(unwrap(runner.model).net[0]))  # an average, not a copy
+    metrics = runner.test()  # EMAHook swaps the averaged weights in for the test
+    assert metrics["acc"] > 70
+
+    saved = torch.load(tmp_path / "iter_6.pth", map_location="cpu")
+    resumed = _runner(
+        tmp_path / "b", [ema, _hook()], iters=6, resume=True, load_from=str(tmp_path / "iter_6.pth")
+    )
+    resumed.train()
+    # EMAHook saves the averaged weights as the model's and the trained ones under ema_state_dict.
+    trained = {k.removeprefix("module."): v for k, v in saved["ema_state_dict"].items() if k != "steps"}
+    _assert_state_equal(unwrap(resumed.model), trained)
+    ema_resumed = next(h for h in resumed.hooks if type(h).__name__ == "EMAHook")
+    _assert_state_equal(ema_resumed.ema_model.module, saved["state_dict"])
+    assert int(ema_resumed.ema_model.steps) == int(saved["ema_state_dict"]["steps"]) == 6
+
+
+def test_noisy_test_metrics_reach_the_message_hub_and_the_json_log(tmp_path) -> None:
+    runner = _runner(tmp_path, [_hook(trials=3)], iters=6)
+    runner.train()
+    metrics = runner.test()
+    hub = runner.message_hub
+    for key in ("noisy/acc", "noisy/ce", "noisy/ce_std"):
+        assert hub.get_scalar(f"test/{key}").current() == pytest.approx(metrics[key])
+    log = tmp_path / runner.timestamp / f"{runner.timestamp}.json"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = next(line for line in lines if "noisy/ce" in line)
+    assert logged["noisy/ce"] == pytest.approx(metrics["noisy/ce"], abs=1e-4)
+    assert logged["noisy/ce_std"] == pytest.approx(metrics["noisy/ce_std"], abs=1e-4)
+
+
+def test_grouped_arguments_reach_every_quant_config_field() -> None:
+    flat = CacimHook(method="lloyd", levels=3, noise=0.01, include=["a.*"], exclude=["a.0"], first_last="fp",
+                     refit_threshold=0.2, quantizer_kwargs={}, eval_noise=0.02, trials=2, seed=3)  # fmt: skip
+    grouped = CacimHook(
+        quant=dict(
+            method="lloyd",
+            levels=3,
+            noise=0.01,
+            include=["a.*"],
+            exclude=["a.0"],
+            first_last="fp",
+            refit_threshold=0.2,
+        ),  # fmt: skip
+        evaluation=dict(noise=0.02, trials=2, seed=3),
+    )
+    assert flat.config == grouped.config
+    assert (flat.eval_noise, flat.trials, flat.seed) == (0.02, 2, 3)
+    assert (grouped.eval_noise, grouped.trials, grouped.seed) == (0.02, 2, 3)
+    fields = dict(
+        noise_mean=0.01, projection="cosine", adc_bits=6, bias_range_match=True, fold_bn=True, levels=8
+    )
+    every = CacimHook(quant=fields, evaluation=dict(trials=2))
+    assert every.config == QuantConfig(**fields)
+    assert every.eval_noise_mean == 0.01  # the evaluation draws the trained device's mean shift by default
+    assert CacimHook(noise=0.03).eval_noise == 0.03
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"levels": 2.5}, "levels must be an int >= 2, got 2.5"),
+        ({"levels": 1}, "levels must be an int >= 2, got 1"),
+        ({"quant": {"levels": True}}, "levels must be an int >= 2, got True"),
+        ({"noise": -0.01}, "noise must be >= 0.0, got -0.01"),
+        ({"eval_noise": -0.02, "trials": 3}, "eval_noise must be >= 0.0, got -0.02"),
+        ({"eval_noise": 0.02}, r"a noisy test .* needs trials > 0 .*got trials=0"),
+        ({"trials": -1}, "trials must be an int >= 0, got -1"),
+        ({"include": "backbone.*"}, "include must be a list of fnmatch patterns, got 'backbone.*'"),
+        ({"method": "nope"}, "unknown quantizer 'nope'"),
+        ({"method": "lqnet", "levels": 3}, "lqnet has 2\\^K levels"),
+        ({"quantizer_kwargs": {"bogus": 1}}, "Lloyd.__init__.. got an unexpected keyword argument 'bogus'"),
+        ({"quant": {"adc_bits": 1}}, "adc_bits must be >= 2"),
+        ({"quant": {"levels": 3}, "levels": 4}, "levels given twice"),
+        ({"quant": {"colour": 1}}, r"quant has no field \['colour'\]"),
+        ({"adc_bits": 6}, r"unknown argument 'adc_bits'.*quant=dict\(adc_bits=...\)"),
+        ({"evaluation": {"draws": 3}}, r"evaluation has no field \['draws'\]"),
+    ],
+)
+def test_bad_arguments_fail_when_the_hook_is_built(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=f"^CacimHook: {message}"):
+        CacimHook(**kwargs)
+
+
+def test_include_pattern_matching_nothing_fails_before_run(tmp_path) -> None:
+    runner = _runner(tmp_path, [_hook(include=["net.0", "backbone.*"])], iters=6)
+    with pytest.raises(
+        ValueError, match=r"CacimHook: no layer matched include pattern\(s\) \['backbone.\*'\]"
+    ):
+        runner.train()
+    assert runner.iter == 0 and not quantized_layers(unwrap(runner.model))
+
+
+class Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.up = nn.ConvTranspose2d(8, 4, 2)
+        self.attn = nn.MultiheadAttention(16, 2)
+        self.embed = nn.Embedding(10, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 5)
+
+
+def test_coverage_lists_the_weight_layers_left_float() -> None:
+    from cacim_core import quantize_model
+
+    model = quantize_model(Mixed(), QuantConfig(levels=3, exclude=["head"]))
+    total = sum(p.numel() for p in model.parameters())
+    up = sum(p.numel() for p in model.up.parameters())
+    embed = model.embed.weight.numel()
+    in_proj = model.attn.in_proj_weight.numel() + model.attn.in_proj_bias.numel()
+    head = sum(p.numel() for p in model.head.parameters())
+    line = coverage(model)
+    for count, kind in [(embed, "Embedding (type not quantized)"), (in_proj, "MultiheadAttention (type not "
+                        "quantized)"), (up, "ConvTranspose2d (type not quantized)"),
+                        (head, "Linear (not selected)")]:  # fmt: skip
+        assert f"{count / 1e6:.3g}M params ({100 * count / total:.1f}%) in 1 {kind}" in line
+    assert "LayerNorm" not in line and "Conv2d (" not in line.replace("ConvTranspose2d (", "")
+    assert re.match(r"left float: [\d.]+M params", line)
