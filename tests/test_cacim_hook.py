@@ -4,6 +4,7 @@ re-fitted, EMAHook configs train, arguments are checked, noisy metrics reach the
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -334,5 +335,21 @@ def test_coverage_lists_the_weight_layers_left_float() -> None:
                         "quantized)"), (up, "ConvTranspose2d (type not quantized)"),
                         (head, "Linear (not selected)")]:  # fmt: skip
         assert f"{count / 1e6:.3g}M params ({100 * count / total:.1f}%) in 1 {kind}" in line
-    assert "LayerNorm" not in line and "Conv2d (" not in line.replace("ConvTranspose2d (", "")
+    assert line.count(" in 1 ") == 4  # nothing else: the quantized Conv2d and out_proj, LayerNorm's scale
     assert re.match(r"left float: [\d.]+M params", line)
+
+
+def test_learned_quantizer_parameters_are_trained_and_scheduled(tmp_path) -> None:
+    schedule = [{"type": "CosineAnnealingLR", "T_max": 12, "by_epoch": False, "eta_min": 0.001}]
+    runner = _runner(tmp_path, [_hook("lsq")], iters=10, param_scheduler=schedule)
+    runner.train()
+    groups = runner.optim_wrapper.optimizer.param_groups
+    steps = [p.quantizer.step for _, _, p in quantized_layers(unwrap(runner.model))]
+    assert len(groups) == 2 and [id(p) for p in groups[1]["params"]] == [id(s) for s in steps]
+    # The quantizers' group follows the cosine schedule like the model's (0.05 -> about 0.008 here).
+    assert groups[1]["lr"] == groups[0]["lr"] < 0.01
+    fitted = [
+        2 * float(float_weight(m).abs().mean()) / math.sqrt(1)
+        for _, m, _ in quantized_layers(unwrap(runner.model))
+    ]
+    assert all(float(s) != pytest.approx(f, rel=1e-6) for s, f in zip(steps, fitted, strict=True))

@@ -52,6 +52,8 @@ import torch
 from mmengine.hooks import EMAHook, Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from mmengine.registry import HOOKS
 from torch import nn
 from torch.nn.utils import parametrize
@@ -180,6 +182,8 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
     matrix or kernel: Conv, Linear, DeformConv, MultiheadAttention's in_proj, Embedding; not norms)."""
     out = []
     for name, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # counted with the layer that owns it
         own = list(module.named_parameters(recurse=False))
         if parametrize.is_parametrized(module):
             own += list(module.parametrizations.named_parameters())
@@ -274,9 +278,8 @@ class CacimHook(Hook):
         except ValueError as exc:
             _fail(f"{exc} (include={list(self.config.include)}, exclude={list(self.config.exclude)})")
         new = [p for p in model.parameters() if id(p) not in before and p.requires_grad]
-        optim_wrapper = getattr(runner, "optim_wrapper", None)
-        if new and optim_wrapper is not None and hasattr(optim_wrapper, "optimizer"):
-            optim_wrapper.optimizer.add_param_group({"params": new})
+        if new:
+            self._optimize(runner, new)
         for hook in runner.hooks:  # averaged copies made from the float model: copy the quantized one
             if isinstance(hook, EMAHook) and hasattr(hook, "ema_model"):
                 hook.before_run(runner)
@@ -286,6 +289,26 @@ class CacimHook(Hook):
             f"training noise {self.config.noise}): {', '.join(name for name, _, _ in layers)}"
         )
         runner.logger.info(f"CacimHook: {coverage(model)}")
+
+    @staticmethod
+    def _optimize(runner, params: list[nn.Parameter]) -> None:
+        """Learned quantizer parameters (LSQ's step, TTQ's scales) join the optimizer as one more param
+        group, which the already built parameter schedulers then schedule like the others."""
+        optim_wrapper = runner.optim_wrapper
+        if isinstance(optim_wrapper, OptimWrapperDict):
+            _fail("learned quantizer parameters need a single optimizer, not an OptimWrapperDict")
+        if not isinstance(optim_wrapper, OptimWrapper):
+            return  # not training: no optimizer built
+        group = {"params": params}
+        optim_wrapper.optimizer.add_param_group(group)
+        group = optim_wrapper.optimizer.param_groups[-1]
+        schedulers = runner.param_schedulers
+        if isinstance(schedulers, dict):
+            schedulers = [s for ss in schedulers.values() for s in ss]
+        for scheduler in schedulers or []:
+            if isinstance(scheduler, _ParamScheduler) and scheduler.param_name in group:
+                group.setdefault(f"initial_{scheduler.param_name}", group[scheduler.param_name])
+                scheduler.base_values.append(group[f"initial_{scheduler.param_name}"])
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Runs before mmengine copies the state dict: give the model the checkpoint's structure."""
