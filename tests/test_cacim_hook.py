@@ -353,3 +353,37 @@ def test_learned_quantizer_parameters_are_trained_and_scheduled(tmp_path) -> Non
         for _, m, _ in quantized_layers(unwrap(runner.model))
     ]
     assert all(float(s) != pytest.approx(f, rel=1e-6) for s, f in zip(steps, fitted, strict=True))
+
+
+def test_sigkill_then_auto_resume_restores_the_last_checkpoint(tmp_path) -> None:
+    """tools/train.py --resume after a SIGKILL: mmengine finds the last checkpoint in the work dir."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from test_cacim_hook import _runner, _hook; "
+        "_runner(sys.argv[2], [_hook('lsq')], iters=10**6).train()"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path)], env=env
+    )
+    try:
+        deadline = time.time() + 50
+        while not (tmp_path / "last_checkpoint").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)  # mid-run, a few more checkpoints later
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = Path((tmp_path / "last_checkpoint").read_text().strip())
+    saved = torch.load(ckpt, map_location="cpu")
+    resumed = _runner(tmp_path, [_hook("lsq")], iters=saved["meta"]["iter"], resume=True)
+    resumed.train()
+    assert resumed.iter == saved["meta"]["iter"] >= 6
+    _assert_state_equal(unwrap(resumed.model), saved["state_dict"])
