@@ -328,7 +328,7 @@ class CacimHook(Hook):
             shapes = {re.sub(r"^module\.", "", k): tuple(v.shape) for k, v in state.items()}
             wrong = [k for k, v in expected.items() if tuple(v.shape) != shapes[k]]
             if wrong:
-                _fail(f"checkpoint tensors of another shape: {wrong[:5]}")
+                _fail(f"checkpoint tensors of another shape (other levels or model?): {wrong[:5]}")
         elif quantized_layers(model):
             self._rename_float_keys(model, state)
 
