@@ -387,3 +387,152 @@ def test_sigkill_then_auto_resume_restores_the_last_checkpoint(tmp_path) -> None
     resumed.train()
     assert resumed.iter == saved["meta"]["iter"] >= 6
     _assert_state_equal(unwrap(resumed.model), saved["state_dict"])
+
+
+# -- a packaged mmdet config (RetinaNet R-50 FPN, PASCAL VOC), retargeted to the generated VOC files --------
+
+
+def _openmmlab() -> None:
+    try:
+        import mmdet  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"mmdet not importable ({exc}); run scripts/setup_openmmlab.sh .venv/bin/python")
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    from benchmarks.openmmlab.voc_shapes import SMOKE, write_voc_shapes
+
+    root = tmp_path_factory.mktemp("voc")
+    write_voc_shapes(root, SMOKE)
+    return root
+
+
+CACIM = {"type": "CacimHook", "quant": {"levels": 3, "noise": 0.02}, "evaluation": {"trials": 2}}
+# RTMDet's and YOLOX's EMAHook, as their packaged configs declare it.
+EMA = {
+    "type": "EMAHook",
+    "ema_type": "ExpMomentumEMA",
+    "momentum": 0.0002,
+    "update_buffers": True,
+    "priority": 49,
+}
+
+
+def _retinanet(voc_root, work_dir, hooks: list[dict], iters: int = 0, **runner_kw) -> Runner:
+    """mmdet's packaged RetinaNet VOC config as tools/train.py (iters > 0) or tools/test.py builds it:
+    only the data (generated VOC files, 96-pixel images, no workers), the schedule length and the
+    backbone init (no ImageNet download here) change."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile("mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py")
+    cfg.model.backbone.init_cfg = None
+    voc = {
+        "type": "VOCDataset",
+        "data_root": str(voc_root / "VOCdevkit"),
+        "data_prefix": {"sub_data_root": "VOC2007/"},
+    }
+    load = [{"type": "LoadImageFromFile"}, {"type": "LoadAnnotations", "with_bbox": True}]
+    resize = {"type": "Resize", "scale": (96, 96), "keep_ratio": True}
+    loader = {"batch_size": 2, "num_workers": 0, "persistent_workers": False}
+    cfg.train_dataloader = {
+        **loader,
+        "sampler": {"type": "InfiniteSampler"},
+        "dataset": {
+            **voc,
+            "ann_file": "VOC2007/ImageSets/Main/trainval.txt",
+            "pipeline": [*load, resize, {"type": "PackDetInputs"}],
+        },
+    }
+    meta = ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")
+    cfg.test_dataloader = {
+        **loader,
+        "sampler": {"type": "DefaultSampler", "shuffle": False},
+        "dataset": {**voc, "ann_file": "VOC2007/ImageSets/Main/test.txt", "test_mode": True,
+                    "pipeline": [load[0], resize, load[1], {"type": "PackDetInputs", "meta_keys": meta}]},
+    }  # fmt: skip
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.train_cfg = {"type": "IterBasedTrainLoop", "max_iters": max(iters, 1), "val_interval": 10**6}
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 2, "by_epoch": False}
+    cfg.log_processor = {"by_epoch": False}
+    cfg.custom_hooks = hooks
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = {"seed": 0}
+    cfg.merge_from_dict(runner_kw)
+    return Runner.from_cfg(cfg)
+
+
+def test_packaged_retinanet_resume_and_load_from_keep_every_tensor(voc_root, tmp_path) -> None:
+    _openmmlab()
+    trained = _retinanet(voc_root, tmp_path / "train", [CACIM], iters=4)
+    trained.train()
+    layers = quantized_layers(unwrap(trained.model))
+    assert len(layers) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in unwrap(trained.model).modules())
+    expected = trained.test()
+    assert {"pascal_voc/mAP", "noisy/pascal_voc/mAP", "noisy/pascal_voc/mAP_std"} <= expected.keys()
+
+    # resume=True at iteration 2, to iteration 2: the model and the optimizer are the checkpoint's.
+    ckpt = tmp_path / "train" / "iter_2.pth"
+    saved = torch.load(ckpt, map_location="cpu")
+    resumed = _retinanet(voc_root, tmp_path / "resume", [CACIM], iters=2, resume=True, load_from=str(ckpt))
+    resumed.train()
+    _assert_state_equal(unwrap(resumed.model), saved["state_dict"])
+    state = resumed.optim_wrapper.optimizer.state_dict()["state"]
+    assert state.keys() == saved["optimizer"]["state"].keys()
+    assert all(
+        torch.equal(state[i]["momentum_buffer"], s["momentum_buffer"])
+        for i, s in saved["optimizer"]["state"].items()
+    )
+
+    # tools/test.py with load_from = the last checkpoint: the training run's test metrics, noisy ones too.
+    tester = _retinanet(
+        voc_root, tmp_path / "test", [CACIM], load_from=str(tmp_path / "train" / "iter_4.pth")
+    )
+    assert tester.test() == expected
+
+
+def test_packaged_retinanet_with_rtmdet_ema_hook_trains_quantized(voc_root, tmp_path) -> None:
+    _openmmlab()
+    runner = _retinanet(voc_root, tmp_path, [EMA, CACIM], iters=2)
+    runner.train()
+    ema = next(h for h in runner.hooks if type(h).__name__ == "EMAHook")
+    assert len(quantized_layers(ema.ema_model.module)) == len(quantized_layers(unwrap(runner.model))) > 0
+    assert runner.test()["pascal_voc/mAP"] >= 0
+
+
+def test_packaged_retinanet_float_checkpoint_fits_the_loaded_weights(voc_root, tmp_path) -> None:
+    _openmmlab()
+    _retinanet(voc_root, tmp_path / "float", [], iters=2).train()
+    ckpt = tmp_path / "float" / "iter_2.pth"
+    weights = torch.load(ckpt, map_location="cpu")["state_dict"]
+    tester = _retinanet(voc_root, tmp_path / "test", [CACIM], load_from=str(ckpt))
+    tester.test()
+    for name, module, p in quantized_layers(unwrap(tester.model))[::10]:
+        assert torch.equal(float_weight(module), weights[f"{name}.weight"])
+        q = quantizers.build("lloyd", levels=3)
+        q.fit(weights[f"{name}.weight"])
+        assert torch.equal(p.quantizer.levels, q.levels)
+
+
+def test_packaged_dcn_faster_rcnn_lists_its_deformable_convs() -> None:
+    _openmmlab()
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from cacim_core import quantize_model
+
+    register_all_modules()
+    cfg = Config.fromfile("mmdet::dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py")
+    cfg.model.backbone.init_cfg = None
+    model = quantize_model(MODELS.build(cfg.model), QuantConfig(levels=4))
+    deform = [m for m in model.modules() if type(m).__name__ == "DeformConv2dPack"]
+    blocks = (3, 4, 6, 3)  # ResNet-50's bottlenecks per stage; DCN replaces conv2 where stage_with_dcn
+    assert len(deform) == sum(
+        n for n, dcn in zip(blocks, cfg.model.backbone.stage_with_dcn, strict=True) if dcn
+    )
+    count = sum(p.numel() for m in deform for p in m.parameters(recurse=False))
+    total = sum(p.numel() for p in model.parameters())
+    share = f"{count / 1e6:.3g}M params ({100 * count / total:.1f}%)"
+    assert f"{share} in {len(deform)} DeformConv2dPack (type not quantized)" in coverage(model)
