@@ -344,6 +344,10 @@ class CacimHook(Hook):
                     plain = f"{wrapper}{prefix}{tensor}"
                     if plain in state:
                         state[f"{wrapper}{prefix}parametrizations.{tensor}.original"] = state.pop(plain)
+        present = {re.sub(r"^module\.", "", key) for key in state}
+        for key, value in model.state_dict().items():
+            if ".parametrizations." in key and key not in present:
+                state[key] = value.clone()  # quantizer state: fitted afresh after the load, not "missing"
         self._refit_pending = True
 
     def _ready(self, runner) -> None:
