@@ -16,6 +16,7 @@ mmengine = pytest.importorskip(
     "mmengine", reason="the openmmlab extra is not installed (scripts/setup_openmmlab.sh .venv/bin/python)"
 )
 
+from mmengine.config import Config  # noqa: E402
 from mmengine.evaluator import BaseMetric  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.registry import METRICS  # noqa: E402
@@ -212,7 +213,16 @@ def test_ema_hook_config_trains_and_resumes(tmp_path) -> None:
         "update_buffers": True,
         "priority": 49,
     }
-    runner = _runner(tmp_path, [ema, _hook()], iters=12)  # the EMAHook first, as in a base config
+    # docs/openmmlab.md's idiom: a child config appends the hook to its base's custom_hooks.
+    (tmp_path / "base.py").write_text(f"custom_hooks = [{ema!r}]\n")
+    (tmp_path / "child.py").write_text(
+        '_base_ = "./base.py"\n'
+        'custom_imports = dict(imports=["cacim_core.integrations.mmengine"], allow_failed_imports=False)\n'
+        f"custom_hooks = _base_.custom_hooks + [{_hook()!r}]\n"
+    )
+    hooks = Config.fromfile(str(tmp_path / "child.py")).custom_hooks
+    assert [h["type"] for h in hooks] == ["EMAHook", "CacimHook"]
+    runner = _runner(tmp_path, hooks, iters=12)
     runner.train()
     ema_hook = next(h for h in runner.hooks if type(h).__name__ == "EMAHook")
     assert [n for n, _, _ in quantized_layers(ema_hook.ema_model.module)] == ["net.0", "net.3"]
