@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -372,7 +373,6 @@ def test_sigkill_then_auto_resume_restores_the_last_checkpoint(tmp_path) -> None
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); from test_cacim_hook import _runner, _hook; "
@@ -463,7 +463,7 @@ def _retinanet(voc_root, work_dir, hooks: list[dict], iters: int = 0, **runner_k
     }  # fmt: skip
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.train_cfg = {"type": "IterBasedTrainLoop", "max_iters": max(iters, 1), "val_interval": 10**6}
-    cfg.param_scheduler = []
+    cfg.param_scheduler = None
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": 2, "by_epoch": False}
     cfg.log_processor = {"by_epoch": False}
     cfg.custom_hooks = hooks
@@ -527,6 +527,7 @@ def test_packaged_retinanet_float_checkpoint_fits_the_loaded_weights(voc_root, t
 
 def test_packaged_dcn_faster_rcnn_lists_its_deformable_convs() -> None:
     _openmmlab()
+    import mmdet
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -534,7 +535,11 @@ def test_packaged_dcn_faster_rcnn_lists_its_deformable_convs() -> None:
     from cacim_core import quantize_model
 
     register_all_modules()
-    cfg = Config.fromfile("mmdet::dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py")
+    # The packaged DCN Faster R-CNN (its file name changed across mmdet 3.x releases).
+    folder = Path(mmdet.__file__).parent / ".mim" / "configs" / "dcn"
+    paths = sorted(folder.glob("faster-rcnn*r50*dconv-c3-c5*1x_coco.py"))
+    assert paths, f"no DCN Faster R-CNN config in {folder}"
+    cfg = Config.fromfile(str(paths[0]))
     cfg.model.backbone.init_cfg = None
     model = quantize_model(MODELS.build(cfg.model), QuantConfig(levels=4))
     deform = [m for m in model.modules() if type(m).__name__ == "DeformConv2dPack"]
