@@ -382,16 +382,22 @@ def test_sigkill_then_auto_resume_restores_the_last_checkpoint(tmp_path) -> None
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path)], env=env
     )
+    last = tmp_path / "last_checkpoint"
     try:
         deadline = time.time() + 50
-        while not (tmp_path / "last_checkpoint").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.3)  # mid-run, a few more checkpoints later
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(0.3)  # mid-run, checkpoints every 6 iterations
+            # Freeze it, and kill it only where `last_checkpoint` names a saved file: SIGKILL while mmengine
+            # rewrites that file leaves it empty (mmengine's risk, not the hook's; not under test here).
+            os.kill(proc.pid, signal.SIGSTOP)
+            if last.is_file() and last.read_text().strip() and Path(last.read_text().strip()).is_file():
+                break
+            os.kill(proc.pid, signal.SIGCONT)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    ckpt = Path((tmp_path / "last_checkpoint").read_text().strip())
+    ckpt = Path(last.read_text().strip())
     saved = torch.load(ckpt, map_location="cpu")
     resumed = _runner(tmp_path, [_hook("lsq")], iters=saved["meta"]["iter"], resume=True)
     resumed.train()
