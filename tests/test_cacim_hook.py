@@ -505,7 +505,8 @@ def test_packaged_retinanet_resume_and_load_from_keep_every_tensor(voc_root, tmp
     tester = _retinanet(
         voc_root, tmp_path / "test", [CACIM], load_from=str(tmp_path / "train" / "iter_4.pth")
     )
-    assert tester.test() == expected
+    assert tester.test() == expected  # mAP is ~0 after 4 iterations: the tensors are the real check
+    _assert_state_equal(unwrap(tester.model), unwrap(trained.model).state_dict())
 
 
 def test_packaged_retinanet_with_rtmdet_ema_hook_trains_quantized(voc_root, tmp_path) -> None:
