@@ -558,3 +558,31 @@ def test_packaged_dcn_faster_rcnn_lists_its_deformable_convs() -> None:
     total = sum(p.numel() for p in model.parameters())
     share = f"{count / 1e6:.3g}M params ({100 * count / total:.1f}%)"
     assert f"{share} in {len(deform)} DeformConv2dPack (type not quantized)" in coverage(model)
+
+
+def test_adc_bits_from_a_config_are_calibrated_on_the_loops_data(tmp_path) -> None:
+    from cacim_core.device import ADC
+
+    hook = {
+        "type": "CacimHook",
+        "quant": {"levels": 3, "adc_bits": 6, "exclude": ["net.5"]},
+        "adc_batches": 2,
+    }
+    trained = _runner(tmp_path / "train", [hook], iters=6)
+    trained.train()  # ADCs calibrated before training, then again after it
+    adcs = [m for m in unwrap(trained.model).modules() if isinstance(m, ADC)]
+    assert len(adcs) == 2 and all(float(a.range) > 0 and int(a.batches) == 2 for a in adcs)
+
+    # tools/test.py with a float checkpoint: calibrated on the first two test batches (32 samples each).
+    _runner(tmp_path / "float", [], iters=6).train()
+    tester = _runner(tmp_path / "test", [hook], load_from=str(tmp_path / "float" / "iter_6.pth"))
+    tester.test()
+    first = unwrap(tester.model).net[0]
+    first.eval()
+    data = _data(96, 1)
+    quantiles = []
+    with torch.no_grad():  # the range: mean over batches of the 0.999 quantile of |output| (device.ADC)
+        for start in (0, 32):
+            x = torch.stack([d["inputs"] for d in data[start : start + 32]])
+            quantiles.append(torch.quantile(F.linear(x, first.weight, first.bias).abs().flatten(), 0.999))
+    assert float(first.adc.range) == pytest.approx(float(sum(quantiles) / 2), rel=1e-6)

@@ -40,6 +40,7 @@ arrays and scalars) for torch's weights-only `torch.load`, the default since tor
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import numbers
 import pickle
@@ -57,9 +58,11 @@ from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from mmengine.registry import HOOKS
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.utils.data import DataLoader
 
 from cacim_core import QuantConfig, float_weight, quantize_model, quantized_layers, quantizers
 from cacim_core.convert import LAYER_TYPES, _matches
+from cacim_core.device import ADC, calibrate_adc
 from cacim_core.evaluate import noisy_evaluate
 from cacim_core.measured import MeasuredConductances, MeasuredNoise
 from cacim_core.training import refit_check, refit_counts
@@ -209,15 +212,30 @@ def coverage(model: nn.Module) -> str:
     return "left float: " + "; ".join(parts)
 
 
+class _TestSteps(nn.Module):
+    """`model(batch)` as `calibrate_adc` calls it -> the mmengine model's `test_step(batch)`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> Any:
+        return self.model.test_step(batch)
+
+
 @HOOKS.register_module()
 class CacimHook(Hook):
     """Quantize a model's Conv/Linear weights with cacim, re-fit during training, test under noise."""
 
     priority = "ABOVE_NORMAL"  # before EMAHook (NORMAL) and LoggerHook (BELOW_NORMAL); see the module doc
 
-    def __init__(self, quant: dict | None = None, evaluation: dict | None = None, **flat: Any) -> None:
+    def __init__(
+        self, quant: dict | None = None, evaluation: dict | None = None, adc_batches: int = 8, **flat: Any
+    ) -> None:
         quant, evaluation = _split(quant, evaluation, flat)
         self.config = _quant_config(quant)
+        _int("adc_batches", adc_batches, 1)
+        self.adc_batches = adc_batches
         trials, seed = evaluation.get("trials", 0), evaluation.get("seed", 0)
         _int("trials", trials, 0)
         _int("seed", seed, 0)
@@ -350,7 +368,20 @@ class CacimHook(Hook):
                 state[key] = value.clone()  # quantizer state: fitted afresh after the load, not "missing"
         self._refit_pending = True
 
-    def _ready(self, runner) -> None:
+    def _calibrate(self, runner, loader, again: bool = False) -> None:
+        """Set the ADC ranges (QuantConfig.adc_bits) from the first `adc_batches` batches of this loop's
+        dataset, in eval mode and noise-free (`calibrate_adc`); loaded ranges are kept unless `again`."""
+        adcs = [m for m in unwrap(runner.model).modules() if isinstance(m, ADC)]
+        if not adcs or (not again and all(int(adc.batches) > 0 for adc in adcs)):
+            return
+        # A loader of its own over the loop's dataset, in order: drawing from the loop's loader would close
+        # the shared index generator of mmengine's InfiniteSampler.
+        batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", 1)
+        own = DataLoader(loader.dataset, batch_size=batch_size, collate_fn=loader.collate_fn)
+        seen = calibrate_adc(_TestSteps(runner.model), itertools.islice(own, self.adc_batches))
+        runner.logger.info(f"CacimHook: {len(adcs)} ADC ranges calibrated on {seen} batches")
+
+    def _ready(self, runner, loader) -> None:
         self._quantize(runner)
         if self._refit_pending:
             for _, module, p in quantized_layers(unwrap(runner.model)):
@@ -362,15 +393,16 @@ class CacimHook(Hook):
                 p.quantizer.load_state_dict(fresh.state_dict())
             self._refit_pending = False
             runner.logger.info("CacimHook: quantizers re-fitted on the loaded float weights")
+        self._calibrate(runner, loader)
 
     def before_train(self, runner) -> None:
-        self._ready(runner)
+        self._ready(runner, runner.train_loop.dataloader)
 
     def before_val(self, runner) -> None:
-        self._ready(runner)
+        self._ready(runner, runner.val_loop.dataloader)
 
     def before_test(self, runner) -> None:
-        self._ready(runner)
+        self._ready(runner, runner.test_loop.dataloader)
 
     # -- training and testing --------------------------------------------------------------------------
 
@@ -378,6 +410,7 @@ class CacimHook(Hook):
         self.refits += refit_check(unwrap(runner.model))
 
     def after_train(self, runner) -> None:
+        self._calibrate(runner, runner.train_loop.dataloader, again=True)  # training moved the weights
         counts = {name: n for name, n in refit_counts(unwrap(runner.model)).items() if n}
         runner.logger.info(f"CacimHook: {self.refits} re-fits after the initial fits; per layer: {counts}")
 
