@@ -24,6 +24,8 @@ same things (FLAT below). When the hook acts (mmengine's Runner calls `before_ru
 - After quantizing, every `EMAHook` rebuilds its averaged copy from the quantized model (it copied the
   float model in its `before_run`); CacimHook's priority (ABOVE_NORMAL) runs it before EMAHook (NORMAL,
   or 49 in mmdet's configs) at every point.
+- With `quant=dict(adc_bits=...)`, the ADC ranges are calibrated on the first `adc_batches` batches of the
+  loop's dataset before training/testing (unless loaded) and again after training.
 - `after_train_iter`: `refit_check` (Algorithm 1: re-fit a layer whose projection drifted beyond T); it
   runs before CheckpointHook, so a checkpoint holds the re-fitted levels.
 - `after_test_epoch`: with `trials > 0` and evaluation noise, the test loop runs `trials` more times, each
