@@ -415,6 +415,13 @@ def _openmmlab() -> None:
         pytest.skip(f"mmdet not importable ({exc}); run scripts/setup_openmmlab.sh .venv/bin/python")
 
 
+def _packaged(name: str) -> Path:
+    """A config file shipped in the mmdet package (what `mmdet::name` names in a `_base_`)."""
+    import mmdet
+
+    return Path(mmdet.__file__).parent / ".mim" / "configs" / name
+
+
 @pytest.fixture(scope="module")
 def voc_root(tmp_path_factory):
     from benchmarks.openmmlab.voc_shapes import SMOKE, write_voc_shapes
@@ -441,7 +448,7 @@ def _retinanet(voc_root, work_dir, hooks: list[dict], iters: int = 0, **runner_k
     backbone init (no ImageNet download here) change."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile("mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py")
+    cfg = Config.fromfile(str(_packaged("pascal_voc/retinanet_r50_fpn_1x_voc0712.py")))
     cfg.model.backbone.init_cfg = None
     voc = {
         "type": "VOCDataset",
@@ -534,7 +541,6 @@ def test_packaged_retinanet_float_checkpoint_fits_the_loaded_weights(voc_root, t
 
 def test_packaged_dcn_faster_rcnn_lists_its_deformable_convs() -> None:
     _openmmlab()
-    import mmdet
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -542,11 +548,7 @@ def test_packaged_dcn_faster_rcnn_lists_its_deformable_convs() -> None:
     from cacim_core import quantize_model
 
     register_all_modules()
-    # The packaged DCN Faster R-CNN (its file name changed across mmdet 3.x releases).
-    folder = Path(mmdet.__file__).parent / ".mim" / "configs" / "dcn"
-    paths = sorted(folder.glob("faster-rcnn*r50*dconv-c3-c5*1x_coco.py"))
-    assert paths, f"no DCN Faster R-CNN config in {folder}"
-    cfg = Config.fromfile(str(paths[0]))
+    cfg = Config.fromfile(str(_packaged("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py")))
     cfg.model.backbone.init_cfg = None
     model = quantize_model(MODELS.build(cfg.model), QuantConfig(levels=4))
     deform = [m for m in model.modules() if type(m).__name__ == "DeformConv2dPack"]
