@@ -431,7 +431,7 @@ def voc_root(tmp_path_factory):
     return root
 
 
-CACIM = {"type": "CacimHook", "quant": {"levels": 3, "noise": 0.02}, "evaluation": {"trials": 2}}
+CACIM = {"type": "CacimHook", "quant": {"levels": 3, "noise": 0.02}}
 # RTMDet's and YOLOX's EMAHook, as their packaged configs declare it.
 EMA = {
     "type": "EMAHook",
@@ -444,7 +444,7 @@ EMA = {
 
 def _retinanet(voc_root, work_dir, hooks: list[dict], iters: int = 0, **runner_kw) -> Runner:
     """mmdet's packaged RetinaNet VOC config as tools/train.py (iters > 0) or tools/test.py builds it:
-    only the data (generated VOC files, 96-pixel images, no workers), the schedule length and the
+    only the data (generated VOC files, 64-pixel images, no workers), the schedule length and the
     backbone init (no ImageNet download here) change."""
     from mmengine.config import Config
 
@@ -456,7 +456,7 @@ def _retinanet(voc_root, work_dir, hooks: list[dict], iters: int = 0, **runner_k
         "data_prefix": {"sub_data_root": "VOC2007/"},
     }
     load = [{"type": "LoadImageFromFile"}, {"type": "LoadAnnotations", "with_bbox": True}]
-    resize = {"type": "Resize", "scale": (96, 96), "keep_ratio": True}
+    resize = {"type": "Resize", "scale": (64, 64), "keep_ratio": True}
     loader = {"batch_size": 2, "num_workers": 0, "persistent_workers": False}
     cfg.train_dataloader = {
         **loader,
@@ -488,7 +488,8 @@ def _retinanet(voc_root, work_dir, hooks: list[dict], iters: int = 0, **runner_k
 
 def test_packaged_retinanet_resume_and_load_from_keep_every_tensor(voc_root, tmp_path) -> None:
     _openmmlab()
-    trained = _retinanet(voc_root, tmp_path / "train", [CACIM], iters=4)
+    cacim = {**CACIM, "evaluation": {"trials": 2}}
+    trained = _retinanet(voc_root, tmp_path / "train", [cacim], iters=4)
     trained.train()
     layers = quantized_layers(unwrap(trained.model))
     assert len(layers) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in unwrap(trained.model).modules())
@@ -498,7 +499,7 @@ def test_packaged_retinanet_resume_and_load_from_keep_every_tensor(voc_root, tmp
     # resume=True at iteration 2, to iteration 2: the model and the optimizer are the checkpoint's.
     ckpt = tmp_path / "train" / "iter_2.pth"
     saved = torch.load(ckpt, map_location="cpu")
-    resumed = _retinanet(voc_root, tmp_path / "resume", [CACIM], iters=2, resume=True, load_from=str(ckpt))
+    resumed = _retinanet(voc_root, tmp_path / "resume", [cacim], iters=2, resume=True, load_from=str(ckpt))
     resumed.train()
     _assert_state_equal(unwrap(resumed.model), saved["state_dict"])
     state = resumed.optim_wrapper.optimizer.state_dict()["state"]
@@ -510,7 +511,7 @@ def test_packaged_retinanet_resume_and_load_from_keep_every_tensor(voc_root, tmp
 
     # tools/test.py with load_from = the last checkpoint: the training run's test metrics, noisy ones too.
     tester = _retinanet(
-        voc_root, tmp_path / "test", [CACIM], load_from=str(tmp_path / "train" / "iter_4.pth")
+        voc_root, tmp_path / "test", [cacim], load_from=str(tmp_path / "train" / "iter_4.pth")
     )
     assert tester.test() == expected  # mAP is ~0 after 4 iterations: the tensors are the real check
     _assert_state_equal(unwrap(tester.model), unwrap(trained.model).state_dict())

@@ -41,6 +41,7 @@ arrays and scalars) for torch's weights-only `torch.load`, the default since tor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -269,6 +270,7 @@ class CacimHook(Hook):
         self.refits = 0
         self.noisy: dict[str, dict[str, float]] = {}
         self._refit_pending = False  # a float checkpoint was loaded into the quantized model
+        self._cached: contextlib.ExitStack | None = None
 
     # -- quantizing ------------------------------------------------------------------------------------
 
@@ -398,6 +400,7 @@ class CacimHook(Hook):
         self._calibrate(runner, loader)
 
     def before_train(self, runner) -> None:
+        self._uncache_weights()  # training changes the weights every step
         self._ready(runner, runner.train_loop.dataloader)
 
     def before_val(self, runner) -> None:
@@ -426,7 +429,29 @@ class CacimHook(Hook):
         metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
         return {key: float(value) for key, value in metrics.items() if isinstance(value, numbers.Real)}
 
+    def _cache_weights(self) -> None:
+        """Quantize each layer once per val/test epoch instead of once per batch: the weights are fixed."""
+        self._uncache_weights()  # one left open by an epoch that raised
+        self._cached = contextlib.ExitStack()
+        self._cached.enter_context(parametrize.cached())
+
+    def _uncache_weights(self) -> None:
+        """Before anything changes the weights (EMAHook swaps them back after this hook; noisy trials)."""
+        if self._cached is not None:
+            self._cached.close()
+            self._cached = None
+
+    def before_val_epoch(self, runner) -> None:
+        self._cache_weights()
+
+    def after_val_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
+        self._uncache_weights()
+
+    def before_test_epoch(self, runner) -> None:
+        self._cache_weights()
+
     def after_test_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
+        self._uncache_weights()
         if self.trials == 0 or (self.eval_noise == 0 and self.eval_noise_mean == 0 and self.measured is None):
             return
         if self.measured is not None:
