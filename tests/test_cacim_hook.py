@@ -278,11 +278,15 @@ def test_grouped_arguments_reach_every_quant_config_field() -> None:
     assert (flat.eval_noise, flat.trials, flat.seed) == (0.02, 2, 3)
     assert (grouped.eval_noise, grouped.trials, grouped.seed) == (0.02, 2, 3)
     fields = dict(
-        noise_mean=0.01, projection="cosine", adc_bits=6, bias_range_match=True, fold_bn=True, levels=8
-    )
+        noise="gaussian:delta=0.02,mean=0.01", projection="cosine", adc_bits=6, bias_range_match=True,
+        fold_bn=True, levels=8, tile=(64, 64),
+    )  # fmt: skip
     every = CacimHook(quant=fields, evaluation=dict(trials=2))
     assert every.config == QuantConfig(**fields)
-    assert every.eval_noise_mean == 0.01  # the evaluation draws the trained device's mean shift by default
+    # the evaluation draws the trained device's noise (mean shift included) by default
+    assert every.eval_noise_model.spec == QuantConfig(**fields).noise_spec == "gaussian:delta=0.02,mean=0.01"
+    pcm = CacimHook(noise=0.02, evaluation=dict(noise="pcm:t=86400", trials=2))
+    assert pcm.eval_noise_model.spec.startswith("pcm:") and pcm.eval_noise_model.t == 86400
     assert CacimHook(noise=0.03).eval_noise == 0.03
 
 

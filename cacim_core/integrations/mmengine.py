@@ -68,6 +68,7 @@ from cacim_core.convert import LAYER_TYPES, _matches
 from cacim_core.device import ADC, calibrate_adc
 from cacim_core.evaluate import noisy_evaluate
 from cacim_core.measured import MeasuredConductances, MeasuredNoise
+from cacim_core.noise import parse as noise_parse
 from cacim_core.training import refit_check, refit_counts
 
 
@@ -164,10 +165,8 @@ def _quant_config(quant: dict[str, Any]) -> QuantConfig:
     if "levels" in quant:
         _int("levels", quant["levels"], 2)
     for name in ("noise", "refit_threshold"):
-        if quant.get(name) is not None:
+        if isinstance(quant.get(name), numbers.Real):  # noise may also be a device-model spec (noise.parse)
             _real(name, quant[name])
-    if "noise_mean" in quant:
-        _real("noise_mean", quant["noise_mean"], low=None)
     for name in ("include", "exclude"):
         patterns = quant.get(name, ())
         if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
@@ -243,9 +242,9 @@ class CacimHook(Hook):
         _int("trials", trials, 0)
         _int("seed", seed, 0)
         eval_noise = evaluation.get("noise")
-        if eval_noise is not None:
+        if isinstance(eval_noise, numbers.Real):
             _real("eval_noise", eval_noise)
-        self.eval_noise_mean = evaluation.get("noise_mean", self.config.noise_mean)
+        self.eval_noise_mean = evaluation.get("noise_mean", 0.0)
         _real("eval noise_mean", self.eval_noise_mean, low=None)
         # Read the conductance file now, so a bad one fails before any training.
         self.eval_noise_file = evaluation.get("noise_file")
@@ -265,6 +264,14 @@ class CacimHook(Hook):
         self.eval_noise = (
             0.0 if self.measured is not None else (self.config.noise if eval_noise is None else eval_noise)
         )
+        try:  # the evaluation noise as one object, parsed now: a bad spec fails before any training
+            self.eval_noise_model = self.measured or noise_parse(
+                {"type": "gaussian", "delta": self.eval_noise, "mean": self.eval_noise_mean}
+                if isinstance(self.eval_noise, numbers.Real)
+                else self.eval_noise
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            _fail(f"evaluation noise {self.eval_noise!r}: {exc}")
         self.trials = trials
         self.seed = seed
         self.refits = 0
@@ -452,22 +459,18 @@ class CacimHook(Hook):
 
     def after_test_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
         self._uncache_weights()
-        if self.trials == 0 or (self.eval_noise == 0 and self.eval_noise_mean == 0 and self.measured is None):
+        if self.trials == 0 or self.eval_noise_model is None:
             return
         if self.measured is not None:
-            noise: dict[str, Any] = {"noise_fn": self.measured}
             what = f"conductances {self.eval_noise_file}"
         else:
-            noise = {"delta": self.eval_noise, "mean": self.eval_noise_mean}
-            what = f"delta {self.eval_noise}" + (
-                f", mean {self.eval_noise_mean}" if self.eval_noise_mean else ""
-            )
+            what = self.eval_noise_model.spec
         result = noisy_evaluate(
             unwrap(runner.model),
             lambda _model: self._test_metrics(runner),
             draws=self.trials,
             seed=self.seed,
-            **noise,
+            noise=self.eval_noise_model,
         )
         self.noisy = {"mean": dict(result.mean), "std": dict(result.std)}
         summary = ", ".join(f"{k} {result.mean[k]:.4f} ± {result.std[k]:.4f}" for k in result.mean)
