@@ -191,6 +191,10 @@ def digits(size: int, augment: bool = True, noise: float = 0.0, test_fraction: f
 
 def load_data(name: str, root: str | Path | None = None, augment: bool = True) -> DataBundle:
     """Build a dataset by name: cifar10 / imagenet (need `root`); proxy: digits<size>[-noise<percent>]."""
+    if name == "synth32":
+        from benchmarks.synthetic import SynthSpec, synth_bundle
+
+        return synth_bundle(SynthSpec(), augment)
     if name.startswith("digits"):
         size, _, noise = name.removeprefix("digits").partition("-noise")
         return digits(int(size), augment, int(noise or 0) / 100)
