@@ -69,3 +69,16 @@ def test_bundle_is_cached_and_standardised(tmp_path, monkeypatch) -> None:
     assert (first.num_classes, first.input_size, len(first.train), len(first.test)) == (10, 32, 400, 200)
     image, label = first.train[0]
     assert image.shape == (3, 32, 32) and 0 <= label < 10
+
+
+@pytest.mark.parametrize("name", ["resnet18b_proxy", "resnet50b_proxy"])
+def test_proxy_models_stride2_stem(name: str) -> None:
+    """The proxy nets halve the resolution in their first layer and keep torchvision's module order."""
+    import benchmarks.proxy_models  # noqa: F401  (registers the names)
+    from benchmarks.models import build_model
+
+    model = build_model(name, 10, 32)
+    first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert first is model.conv1 and first.stride == (2, 2)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert model.conv1(torch.randn(1, 3, 32, 32)).shape[-1] == 16
