@@ -71,7 +71,7 @@ def test_bundle_is_cached_and_standardised(tmp_path, monkeypatch) -> None:
     assert image.shape == (3, 32, 32) and 0 <= label < 10
 
 
-@pytest.mark.parametrize("name", ["resnet18b_proxy", "resnet50b_proxy"])
+@pytest.mark.parametrize("name", ["resnet20_proxy", "resnet18b_proxy", "resnet50b_proxy"])
 def test_proxy_models_stride2_stem(name: str) -> None:
     """The proxy nets halve the resolution in their first layer and keep torchvision's module order."""
     import benchmarks.proxy_models  # noqa: F401  (registers the names)
