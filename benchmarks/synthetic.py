@@ -22,7 +22,11 @@ resnet18b_proxy, 6 epochs on 10,000 training images, seed 0, test top-1): 3 mode
 0.35, clutter 3, rotation 0.5, contrast 0.45-1 -> 24.5% (resnet18b_narrow); noise 0.05, background 0.2,
 clutter 2 -> 56.3%; 2 modes, rotation 0.25, noise 0.04, contrast 0.6-1 -> 78.1% (kept: longer float
 training lifts it into the 75-92% target); the same with 1 mode -> 94.7% (too easy). Generating the default
-30,000 images takes tens of seconds, so the arrays are cached under .cache/synth/ keyed by the parameters.
+30,000 images takes 12.6 CPU-s, so the arrays are cached under .cache/synth/ keyed by the parameters.
+
+Measured afterwards (float, 8 epochs on the 20,000 training images, SGD lr 0.1 /10 at epochs 4 and 6, batch
+64; test top-1, mean +- SD over seeds, one model per seed): resnet20_proxy 92.3 +- 0.9 (n=5),
+resnet18b_proxy 90.9 +- 0.4 (n=3), resnet50b_proxy 87.0 +- 0.9 (n=3); the stride-1 resnet20_narrow 96.0 (n=1).
 """
 
 from __future__ import annotations
