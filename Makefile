@@ -6,6 +6,8 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.cacim-installed
 SCALE ?= proxy
 DATA ?=
+# proxy scale: two worker processes, one torch thread each (faster than one process with two threads)
+WORKERS ?= $(if $(filter proxy,$(SCALE)),2)
 
 .PHONY: core setup test lint bench
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from benchmarks.experiments import SCALES
 from figures import fig2, fig3, fig4, style
 from figures.context import DEFAULT_CONDUCTANCES, Context, Rendered
 
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
     parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
     parser.add_argument("--out", type=Path, default=Path("figures/out"), help="where PNG and PDF files go")
     parser.add_argument(
-        "--scale", default="proxy", choices=["smoke", "proxy", "paper"], help="which scale's records to plot"
+        "--scale", default="proxy", choices=SCALES, help="which scale's records to plot"
     )
     parser.add_argument(
         "--checkpoint",

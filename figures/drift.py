@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmarks.experiments import SCALES  # noqa: E402
 from benchmarks.results import atomic_write, load_sweeps  # noqa: E402
 from benchmarks.stats import t_interval  # noqa: E402
 from cacim_core.noise import parse  # noqa: E402
@@ -143,7 +144,7 @@ def render(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m figures.drift", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="proxy", choices=("smoke", "proxy", "paper"))
+    parser.add_argument("--scale", default="proxy", choices=SCALES)
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default="figures/out")
     parser.add_argument("--tables", default="tables/out")

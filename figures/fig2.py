@@ -50,7 +50,7 @@ def plot(layer: Layer, levels: int = LEVELS, methods: tuple[str, ...] = METHODS)
             ax.axvline(edge, color="#444444", linestyle="--", linewidth=0.7)
         for level in q_levels.tolist():
             ax.axvline(level, color=style.color(method), linewidth=1.4)
-        ax.set_title(f"({'abc'[index]}) {style.label(method)}\nMSE = {mse:.3e}")
+        ax.set_title(f"({chr(ord('a') + index)}) {style.label(method)}\nMSE = {mse:.3e}")
         ax.set_xlim(xmin, xmax)
         ax.set_xlabel("weight value (a.u.)")
     axes[0].set_ylabel("number of weights")

@@ -19,11 +19,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmarks.experiments import SCALES  # noqa: E402
 from benchmarks.experiments.robustness import COMPARE_NOISE  # noqa: E402
 from benchmarks.results import atomic_write, load, load_sweeps  # noqa: E402
 from benchmarks.stats import t_interval  # noqa: E402
 from cacim_core import quantizers  # noqa: E402
 from cacim_core.noise import parse  # noqa: E402
+from figures import style  # noqa: E402
 
 AXES = {"noise": "test-time weight noise delta (%)", "adc": "ADC bits", "stuck": "devices stuck (%)"}
 ROWS = ("training noise / HA-SGD (lloyd)", f"quantizers, trained at {COMPARE_NOISE:.0%}")
@@ -126,13 +128,7 @@ def plot(
         fontsize=10,
     )
     fig.tight_layout()
-    written = []
-    for ext in ("png", "pdf"):
-        path = stem.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp.{ext}")
-        fig.savefig(tmp, dpi=130)
-        tmp.replace(path)
-        written.append(path)
+    written = style.save(fig, stem.parent, stem.name)
     plt.close(fig)
     return written, points.assign(axis=axis)
 
@@ -174,7 +170,7 @@ def render(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m figures.robustness", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="proxy", choices=("smoke", "proxy", "paper"))
+    parser.add_argument("--scale", default="proxy", choices=SCALES)
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default="figures/out")
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.experiments import SCALES
 from benchmarks.layers import Layer, load_layer
 from benchmarks.results import atomic_write
 from cacim_core import quantizers
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         help="state_dict .pt (default: newest float model in --results)",
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
-    parser.add_argument("--scale", default="proxy", choices=["smoke", "proxy", "paper"])
+    parser.add_argument("--scale", default="proxy", choices=SCALES)
     parser.add_argument("--layer", default="last", help="'first', 'last' or a weight name in the checkpoint")
     parser.add_argument("--out", type=Path, default=Path("tables/out"))
     args = parser.parse_args(argv)

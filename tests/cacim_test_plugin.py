@@ -18,9 +18,9 @@ class MaxAbsGrid(quantizers.Quantizer):
 
 
 @register_experiment("killtest")
-def killtest(scale: str) -> list[Cell]:
+def killtest(scale: str, epochs: int = 15) -> list[Cell]:
     """One smoke cell with many short epochs, so a kill lands between checkpoints."""
-    recipe = Recipe(epochs=15, batch_size=64, lr=0.01)
+    recipe = Recipe(epochs=epochs, batch_size=64, lr=0.01)
     return [
         Cell(
             "killtest",
@@ -37,6 +37,14 @@ def killtest(scale: str) -> list[Cell]:
             max_batches=2,
         )
     ]
+
+
+@register_experiment("slowkilltest")
+def slowkilltest(scale: str) -> list[Cell]:
+    """killtest's cell for long enough (400 short epochs) that a second run finds it held and waits."""
+    from dataclasses import replace
+
+    return [replace(cell, experiment="slowkilltest") for cell in killtest(scale, epochs=400)]
 
 
 @register_experiment("mmkilltest")

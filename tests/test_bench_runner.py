@@ -306,23 +306,29 @@ def test_two_runs_on_one_store_train_each_cell_once(tmp_path):
 
 
 def test_killed_run_is_finished_by_the_run_beside_it(tmp_path):
-    """A waits on the cell B holds; B is SIGKILLed mid-cell; A takes the dead claim over and resumes it."""
+    """B finds the cell held by A and waits; A is SIGKILLed mid-cell; B takes the dead claim over and
+    resumes the cell from A's checkpoint."""
     results = tmp_path / "results"
-    (cell,) = _plugin_cells()
-    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
-    args = ["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"]
+    import cacim_test_plugin
+
+    (cell,) = cacim_test_plugin.slowkilltest("smoke")
+    ckpt = checkpoint_path(results, "slowkilltest", "smoke", cell.id)
+    args = ["slowkilltest", "--scale", "smoke", "--plugin", "cacim_test_plugin"]
     first = _run_cli(args, results)
     deadline = time.time() + 120
     while time.time() < deadline and not (
         ckpt.is_file() and torch.load(ckpt, weights_only=False)["epoch"] >= 2
     ):
         time.sleep(0.05)
-    second = _run_cli(args, results)  # finds the cell claimed by a live run: waits
-    time.sleep(3)
-    assert second.poll() is None
+    second = _run_cli(args, results)
+    for line in iter(second.stderr.readline, b""):  # B has planned its cells: it now finds the claim held
+        if b"to run" in line:
+            break
+    time.sleep(1.0)
+    assert first.poll() is None and second.poll() is None, "the cell finished before the kill: make it longer"
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    assert second.wait(timeout=300) == 0, second.communicate()[1].decode()[-2000:]
+    assert second.wait(timeout=600) == 0, second.communicate()[1].decode()[-2000:]
     (record,) = load_records(results)
     assert record.resumed and not ckpt.exists()
 

@@ -320,3 +320,11 @@ def test_default_checkpoint_is_the_runners_cached_float_model(tmp_path: Path) ->
     assert torch.equal(load_layer(None, "first", results, "proxy").weight, float_state["conv1.weight"])
     with pytest.raises(ValueError, match="choose one of: conv1.weight, fc.weight"):
         load_layer(results / "_float/proxy/resnet18b_narrow-digits16-abc.pt", "layer4.weight")
+
+
+def test_fig2_takes_any_number_of_methods(tmp_path: Path) -> None:
+    layer = Layer(torch.randn(64, 32), "random", synthetic=True)
+    methods = ("uniform", "log2", "lloyd", "lloyd_exact", "uniform_maxabs")
+    fig = fig2.plot(layer, 4, methods)
+    assert len(fig.axes) == len(methods) and fig.axes[-1].get_title().startswith("(e)")
+    plt.close(fig)

@@ -1,6 +1,10 @@
 """Table 3: ResNet-18b / ResNet-50b on ImageNet at 3, 4, 8 levels; every layer quantized and the * variant."""
 
+from dataclasses import replace
+
 from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
+from benchmarks.experiments.table1 import PROXY_FP as TABLE1_FP
+from benchmarks.experiments.table1 import PROXY_FT as TABLE1_FT
 
 # Paper: torchvision pretrained weights; SGD momentum 0.9, batch 64, weight decay 1e-4, up to 90 epochs;
 # lr 1e-4, 2e-5 at epoch 30, 4e-6 at epoch 40, then x0.5 every 5 epochs; T = 0.1.
@@ -13,18 +17,20 @@ PAPER = Recipe(
     schedule=Schedule(milestones=((30, 0.2), (40, 0.2)), every=(45, 5, 0.5)),
     refit_threshold=0.1,
 )
-PROXY = Recipe(epochs=3, batch_size=64, lr=0.01, weight_decay=1e-4, schedule=Schedule(milestones=((2, 0.2),)))
-PROXY_FP = Recipe(
-    epochs=15, batch_size=64, lr=0.1, weight_decay=1e-4, schedule=Schedule(milestones=((8, 0.1), (12, 0.1)))
-)
+# Proxy (ours): synth32 with Table 1's proxy recipes (T = 0.1 as the paper's Table 3); 3 seeds, each its own
+# float model: about 50 min of CPU on 2 workers, median 95% CI half-width about 2 pt on ResNet-18b (measured
+# SD 0.8 pt over 3 seeds) and far wider on the ResNet-50b 3-level cells: the proxy's time/resolution trade.
+PROXY = replace(TABLE1_FT, refit_threshold=0.1)
+PROXY_FP = TABLE1_FP
 SETUPS = {
     "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
     "proxy": Setup(
-        {"resnet18b": "resnet18b_narrow", "resnet50b": "resnet50b_narrow"},
-        "digits16-noise30",
+        {"resnet18b": "resnet18b_proxy", "resnet50b": "resnet50b_proxy"},
+        "synth32",
         PROXY,
         PROXY_FP,
         trials=5,
+        seeds=(0, 1, 2),
     ),
     "smoke": Setup(
         {"resnet18b": "resnet18b_narrow", "resnet50b": "resnet50b_narrow"},

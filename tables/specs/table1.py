@@ -58,6 +58,7 @@ SPEC = TableSpec(
     ),
     claims=CLAIMS,
     notes=(
+        "Log2 at 3 levels is the same grid as uniform ({-s, 0, s}, MSE-optimal s): equal by construction.",
         "* first and last layer full precision; + first and last 8-bit; no mark: every layer quantized.",
         "Noise rows: trained and evaluated with relative weight noise delta = 1% (mean ± std over draws).",
         "Gap = FP - quantized accuracy, in percentage points (smaller is better).",

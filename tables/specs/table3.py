@@ -61,6 +61,7 @@ SPEC = TableSpec(
     ),
     claims=CLAIMS,
     notes=(
+        "Log2 at 3 levels is the same grid as uniform ({-s, 0, s}, MSE-optimal s): equal by construction.",
         "* first and last layer full precision; no mark: every layer quantized.",
         "Gap = FP - quantized accuracy (top-1/top-5), percentage points; negative: quantized beats float.",
         "ABC-Net, QIL and Yang et al. are quoted only (not implemented here).",
