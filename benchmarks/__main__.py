@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--partition", default=None, help="with --launcher slurm")
     run_p.add_argument("--time", type=int, default=24 * 60, help="with --launcher: minutes per job")
     run_p.add_argument(
+        "--amp", choices=("bf16",), default=None, help="bf16 autocast in training (default fp32)"
+    )
+    run_p.add_argument("--channels-last", action="store_true", help="channels_last memory format in training")
+    run_p.add_argument(
         "--reset-head",
         action="store_true",
         help="float checkpoint of another class count: train a fresh head",
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             device=args.device,
             reset_head=args.reset_head,
+            amp=args.amp == "bf16",
+            channels_last=args.channels_last,
             launcher=runner.Launcher(args.launcher, args.gpus_per_cell, args.partition, args.time)
             if args.launcher
             else None,

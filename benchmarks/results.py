@@ -80,6 +80,7 @@ class Record:
     source_hash: str = ""  # the quantizer class's source (and the plugin module's): a changed one is stale
     recipe: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    precision: str = "fp32"  # training arithmetic: fp32, bf16-autocast, +channels_last
     world_size: int = 1
     wall_time_s: float = 0.0
     resumed: bool = False
@@ -228,6 +229,7 @@ def load(experiment: str | None = None, scale: str | None = None, root: str | Pa
     rows = []
     for r in load_records(root, experiment, scale):
         row: dict[str, Any] = {c: getattr(r, c) for c in CELL_COLUMNS}
+        row["refits"] = sum(r.refits.values())  # Algorithm 1's re-fits after the initial fit, all layers
         row.update({f"opt_{k}": _flat(v) for k, v in r.options.items()})
         for name, m in r.metrics.items():
             row.update({name: m.mean, f"{name}_std": m.std, f"{name}_n": m.n})

@@ -76,6 +76,11 @@ def init_distributed(ctx: Context) -> None:
     if "WORLD_SIZE" not in os.environ or dist.is_initialized():
         return
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if ctx.device.type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise SetupError(
+            f"rank {local_rank} has no GPU ({torch.cuda.device_count()} visible): launch fewer "
+            "processes per node (torchrun --nproc_per_node) or pass --device cpu"
+        )
     if ctx.device.type == "cuda":
         torch.cuda.set_device(local_rank)
         ctx.device = torch.device("cuda", local_rank)
@@ -108,6 +113,7 @@ def make_record(cell: Cell, outcome, ctx: Context) -> Record:
         source_hash=source_hash(cell.method) + "".join(f"+{h}" for h in PLUGINS.values()),
         recipe=_declared(cell),
         device=str(ctx.device),
+        precision=ctx.precision,
         world_size=ctx.world,
         wall_time_s=round(outcome.train_time_s, 2),
         resumed=outcome.resumed,
@@ -161,6 +167,8 @@ def run(
     device: str | None = None,
     reset_head: bool = False,
     launcher: Launcher | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
 ) -> list[Record]:
     """Run every unfinished cell of `experiment` at `scale`; returns the records this process wrote."""
     code_version()  # the code as loaded now, before any later commit
@@ -191,7 +199,11 @@ def run(
         progress,
         device=chosen,
         reset_head=reset_head,
+        amp=amp,
+        channels_last=channels_last,
     )
+    if chosen.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     init_distributed(ctx)
     state = plan(todo, ctx)
     if state.stale and not (force or rerun_stale):

@@ -32,7 +32,7 @@ FALLBACK_COLOR = "#555555"
 
 METHOD_LABELS: dict[str, str] = {
     "lloyd": "Lloyd / GDQ (ours)",
-    "uniform": "uniform (LAQ-style)",
+    "uniform": "uniform (MSE-optimal step)",
     "uniform_maxabs": "uniform (max-abs)",
     "log2": "log2 (INQ-style)",
     "ttq": "TTQ",

@@ -197,10 +197,17 @@ def resolution(cells: list[dict[str, Any]]) -> str | None:
 def provenance(frame: pd.DataFrame) -> list[str]:
     if frame.empty:
         return []
+    refits = frame["refits"] if "refits" in frame else pd.Series(dtype=float)
     lines = [
         f"measured on model {m}, dataset {d} (fingerprint {f})"
         for (m, d, f), _ in frame.groupby(["model", "dataset", "dataset_fingerprint"])
     ]
+    if not refits.empty:
+        lines.append(
+            f"Algorithm 1 re-fits after the initial fit, per cell (all layers): median "
+            f"{refits.median():g}, max {refits.max():g}, {int((refits == 0).sum())} of {len(refits)} "
+            "cells none (the paper: from a pretrained model, about once)"
+        )
     seeds = sorted(frame["seed"].unique().tolist())
     lines.append(
         f"training seeds: {', '.join(map(str, seeds))}; code version(s): "

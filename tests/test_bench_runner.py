@@ -246,6 +246,8 @@ def test_torchrun_ddp_two_processes(tmp_path):
         "--results",
         str(tmp_path),
         "--no-progress",
+        "--device",
+        "cpu",  # gloo on CPU whatever GPUs the machine has
     ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -342,3 +344,20 @@ def test_workers_and_submitit_local_launcher(tmp_path, capsys):
     assert main([*base, "--methods", "log2", "--launcher", "local", "--time", "10"]) == 0
     assert "submitted 2 job(s) to local" in capsys.readouterr().err
     assert sorted(r.method for r in load_records(results)) == ["log2", "log2", "uniform", "uniform"]
+
+
+def test_bf16_autocast_and_channels_last_are_recorded(tmp_path):
+    args = [
+        "run",
+        "table2",
+        "--scale",
+        "smoke",
+        "--methods",
+        "twn",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert main([*args, "--amp", "bf16", "--channels-last"]) == 0
+    (record,) = load_records(tmp_path)
+    assert record.precision == "bf16-autocast+channels_last" and 0 <= record.metrics["top1"].mean <= 100

@@ -35,6 +35,12 @@ class Context:
     world: int = 1
     device: torch.device = torch.device("cpu")
     reset_head: bool = False
+    amp: bool = False  # bf16 autocast in training (off by default: the paper trained in fp32)
+    channels_last: bool = False
+
+    @property
+    def precision(self) -> str:
+        return ("bf16-autocast" if self.amp else "fp32") + ("+channels_last" if self.channels_last else "")
 
     @property
     def main(self) -> bool:

@@ -125,6 +125,8 @@ def train(
         rank=ctx.rank,
     )
     net: nn.Module = model
+    if ctx.channels_last:
+        model.to(memory_format=torch.channels_last)
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
@@ -147,10 +149,15 @@ def train(
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            if ctx.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
-            loss = ha_sgd_backward(
-                net, lambda m, x=x, y=y: loss_fn(recipe.loss, m(x), y), recipe.noise_samples
-            )
+
+            def step_loss(m: nn.Module, x: Tensor = x, y: Tensor = y) -> Tensor:
+                with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.amp):
+                    return loss_fn(recipe.loss, m(x), y)
+
+            loss = ha_sgd_backward(net, step_loss, recipe.noise_samples)
             optimizer.step()
             if quantized:
                 refit_check(model)
