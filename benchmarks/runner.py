@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 import time
@@ -38,9 +39,8 @@ from benchmarks.results import (
 from cacim_core import quantizers
 from cacim_core.quantizers.base import QUANTIZERS
 
-PLUGINS: dict[
-    str, str
-] = {}  # plugin file -> sha256 of its source, stamped on records; workers reload by file
+# plugin file -> sha256 of its source, stamped on records; spawned workers reload plugins by file
+PLUGINS: dict[str, str] = {}
 
 
 def load_plugin(name: str) -> None:
@@ -60,9 +60,8 @@ def load_plugin(name: str) -> None:
             module = importlib.import_module(name)
     except ImportError as exc:
         raise SetupError(f"cannot import plugin {name!r} ({exc}): pass a module name or a .py file") from exc
-    PLUGINS[str(Path(module.__file__).resolve())] = hashlib.sha256(
-        inspect.getsource(module).encode()
-    ).hexdigest()[:12]
+    digest = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
+    PLUGINS[str(Path(module.__file__).resolve())] = digest
 
 
 def source_hash(method: str) -> str:
@@ -122,8 +121,7 @@ def make_record(cell: Cell, outcome, ctx: Context) -> Record:
 
 
 def _declared(cell: Cell) -> dict:
-    import json
-
+    """The cell's recipe as its record stores it (JSON round trip: tuples become lists)."""
     return json.loads(json.dumps(asdict(cell.recipe), default=str))
 
 
@@ -148,7 +146,10 @@ def plan(todo: list[Cell], ctx: Context) -> Plan:
             why = "another recipe/model/dataset"
         elif record.source_hash and record.source_hash.split("+")[0] != source_hash(cell.method):
             why = f"the source of quantizer {cell.method!r} changed"
-        (out.stale.append((cell, why)) if why else out.finished.append(cell))
+        if why:
+            out.stale.append((cell, why))
+        else:
+            out.finished.append(cell)
     return out
 
 

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,7 +18,7 @@ from typing import Protocol
 import torch
 
 from benchmarks.experiments import Cell
-from benchmarks.results import Metric, SweepPoint
+from benchmarks.results import Claim, Metric, SweepPoint
 
 
 class SetupError(ValueError):
@@ -63,6 +65,23 @@ class Backend(Protocol):
     def prepare(self, cells: list[Cell], ctx: Context) -> None: ...
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None: ...
+
+
+def produce_once(path: Path, ctx: Context, produce: Callable[[], None], poll_s: float = 5.0) -> None:
+    """Make a shared artefact (a float model) exactly once across the runs sharing a store: claim it and
+    `produce()` it, or wait while another live run holds the claim (a dead run's claim is taken over)."""
+    while not path.is_file():
+        claim = Claim.take(path.with_name(f".{path.name}.claim")) if ctx.world == 1 else None
+        if claim is None and ctx.world == 1:
+            time.sleep(poll_s)
+            continue
+        try:
+            if not path.is_file():
+                produce()
+        finally:
+            if claim is not None:
+                claim.release()
+        return
 
 
 def recipe_hash(recipe: object) -> str:

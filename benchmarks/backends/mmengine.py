@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, recipe_hash
+from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, recipe_hash
 from benchmarks.experiments import Cell, MMRecipe
 from benchmarks.openmmlab.voc_shapes import write_voc_shapes
 from benchmarks.results import (
@@ -162,8 +162,8 @@ class MMEngine:
         data_root, fingerprint = self._data(cell, ctx)
         key = f"{cell.model}-{cell.dataset}-{fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
         cache = float_path(ctx.results, ctx.scale, re.sub(r"[^A-Za-z0-9_-]+", "_", key))
-        cached = load_checkpoint(cache)
-        if cached is None:
+
+        def produce() -> None:
             work = cache.with_name(f"{cache.stem}-work")
             cfg = build_config(cell.fp_recipe, data_root, work, cell.seed, None)
             runner, metrics, _ = _train_and_test(cfg, cell.fp_recipe.tta)
@@ -172,7 +172,9 @@ class MMEngine:
             state = {k: v.cpu() for k, v in unwrap(runner.model).state_dict().items()}
             save_checkpoint(cache, {"state_dict": state, "metrics": _percent(cell.fp_recipe, metrics)})
             _drop_checkpoints(work)
-            cached = load_checkpoint(cache)
+
+        produce_once(cache, ctx, produce)
+        cached = load_checkpoint(cache)
         return cache, cached["metrics"]
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, recipe_hash
+from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, recipe_hash
 from benchmarks.data import DataBundle, load_data, make_loader
 from benchmarks.experiments import Cell, Recipe
 from benchmarks.models import build_model, load_weights
@@ -244,24 +244,33 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     else:
         key = f"{cell.model}-{cell.dataset}-{data.fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
     cache = float_path(ctx.results, ctx.scale, key)
-    cached = load_checkpoint(cache)
-    if cached is not None:
-        return cached["model"], cached["metrics"]
-    torch.manual_seed(cell.seed)
-    model = build_model(cell.model, data.num_classes, data.input_size)
-    reset = path is not None and load_weights(model, path, reset_head=ctx.reset_head)
-    model.to(ctx.device)
-    if path is None or reset:  # trained here; a fresh classifier is trained (float) before quantizing
-        recipe = cell.fp_recipe or cell.recipe
-        train(model, recipe, data, cell.seed, cache.with_suffix(".ckpt"), ctx, quantized=False,
-              desc=f"float {cell.model} s{cell.seed}", max_batches=cell.max_batches)  # fmt: skip
-    metrics: dict[str, float] = {}
-    if ctx.main:
-        model.eval()
-        metrics = accuracy(model, data.test, ctx, cell.max_batches and 1)
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-        save_checkpoint(cache, {"model": state, "metrics": metrics, "source": str(path or "trained")})
-        cache.with_suffix(".ckpt").unlink(missing_ok=True)
+
+    def produce() -> None:
+        torch.manual_seed(cell.seed)
+        model = build_model(cell.model, data.num_classes, data.input_size)
+        reset = path is not None and load_weights(model, path, reset_head=ctx.reset_head)
+        model.to(ctx.device)
+        if path is None or reset:  # trained here; a fresh classifier is trained (float) before quantizing
+            recipe = cell.fp_recipe or cell.recipe
+            train(
+                model,
+                recipe,
+                data,
+                cell.seed,
+                cache.with_suffix(".ckpt"),
+                ctx,
+                quantized=False,
+                desc=f"float {cell.model} s{cell.seed}",
+                max_batches=cell.max_batches,
+            )
+        if ctx.main:
+            model.eval()
+            metrics = accuracy(model, data.test, ctx, cell.max_batches and 1)
+            state = {k: v.cpu() for k, v in model.state_dict().items()}
+            save_checkpoint(cache, {"model": state, "metrics": metrics, "source": str(path or "trained")})
+            cache.with_suffix(".ckpt").unlink(missing_ok=True)
+
+    produce_once(cache, ctx, produce)
     _barrier(ctx)
     cached = load_checkpoint(cache)
     return cached["model"], cached["metrics"]
