@@ -44,7 +44,10 @@ class Comparison:
             word = "smaller" if d.mean < 0 else "larger"
             return f"{a}'s gap is {word} than {b}'s by {abs(d.mean):.2f} pt {ci}, n={d.n} seeds"
         need = seeds_needed(d.sd, TARGET_PT)
-        more = f"; about {need} seeds would resolve {TARGET_PT} pt" if need else ""
+        if need is not None and need <= d.n:
+            more = f"; a difference beyond ±{d.half:.2f} pt would have been detected"
+        else:
+            more = f"; about {need} seeds would resolve {TARGET_PT} pt" if need else ""
         return (
             f"no difference between {a} and {b} detectable at n={d.n} seeds: the CI spans "
             f"{d.low:.2f}..{d.high:.2f} pt{more}"
@@ -180,13 +183,12 @@ class PaperClaim:
         d = paired_difference(a, b)  # negative when the claim holds
         if d.n < 2:
             return (
-                f"{self.text}: {'yes' if d.mean < 0 else 'no'} in one seed ({-d.mean:+.2f} pt), no interval"
+                f"{self.text}: {'yes' if d.mean < 0 else 'no'} in one seed (gap difference {d.mean:+.2f} pt)"
             )
         if not d.resolved:
             return (
-                f"{self.text}: no detectable difference ({-d.mean:+.2f} pt, "
-                f"95% CI {-d.high:.2f}..{-d.low:.2f}, "
-                f"n={d.n} seeds)"
+                f"{self.text}: no detectable difference (gap difference {d.mean:+.2f} pt, "
+                f"95% CI {d.low:+.2f}..{d.high:+.2f}, n={d.n} seeds)"
             )
         word = "yes" if d.mean < 0 else "no, the opposite"
         span = f"{min(abs(d.low), abs(d.high)):.2f}-{max(abs(d.low), abs(d.high)):.2f}"

@@ -65,13 +65,23 @@ def test_compare_says_not_detectable_when_there_is_no_difference(tmp_path, capsy
         not found.diff.resolved
         and "no difference between mine and lloyd detectable at n=10" in found.verdict()
     )
-    assert "seeds would resolve 0.5 pt" in found.verdict()
+    mine = frame[frame.method == "mine"].sort_values("seed")["gap_top1"].to_numpy()
+    diffs = mine - base
+    half = stats.t.ppf(0.975, 9) * diffs.std(ddof=1) / np.sqrt(10)
+    assert f"a difference beyond ±{half:.2f} pt would have been detected" in found.verdict()
     args = ["compare", "table1", "--scale", "smoke", "--method", "mine", "--against", "lloyd"]
     assert main([*args, "--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert "no difference between mine and lloyd" in capsys.readouterr().out
     assert (tmp_path / "out" / "smoke" / "compare_table1_mine.csv").is_file()
     assert main([*args[:-1], "nope", "--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: no records of nope")
+
+
+def test_compare_says_how_many_seeds_a_noisy_pair_needs(tmp_path):
+    frame = _store(tmp_path, {"mine": [1.0, 3.0, 2.0], "lloyd": [2.0, 1.0, 2.5]})
+    (found,) = compare(frame, "mine", ["lloyd"])
+    need = seeds_needed(float(np.std([-1.0, 2.0, -0.5], ddof=1)), 0.5)
+    assert need > 3 and f"about {need} seeds would resolve 0.5 pt" in found.verdict()
 
 
 def test_paper_claim_verdicts_come_from_the_records(tmp_path):
