@@ -281,9 +281,16 @@ class TorchLoop:
     def __init__(self) -> None:
         self.bundles: dict[str, DataBundle] = {}
 
+    def _bundle(self, name: str, ctx: Context) -> DataBundle:
+        """Each dataset loaded once per process (a spawned worker starts without `prepare`'s bundles): a
+        reload per cell cost seconds and left one more evaluation loader cached per cell."""
+        if name not in self.bundles:
+            self.bundles[name] = load_data(name, ctx.data)
+        return self.bundles[name]
+
     def prepare(self, cells: list[Cell], ctx: Context) -> None:
         for name in sorted({c.dataset for c in cells}):
-            self.bundles[name] = load_data(name, ctx.data)
+            self._bundle(name, ctx)
         for cell in cells:
             if cell.fp_recipe is None and find_weights(ctx, cell) is None:
                 raise SetupError(missing_weights_message(ctx, cell))
@@ -291,7 +298,7 @@ class TorchLoop:
                 MeasuredConductances.from_csv(cell.noise_eval_file)
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None:
-        data = self.bundles.get(cell.dataset) or load_data(cell.dataset, ctx.data)
+        data = self._bundle(cell.dataset, ctx)
         fp_state, fp = float_model(cell, data, ctx)
         model, config = self._quantized(cell, data, fp_state, ctx)
         ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
