@@ -24,7 +24,7 @@ SWEEP = tuple(
 
 SETUPS = {
     "paper": replace(TABLE1["paper"], seeds=(0, 1, 2)),
-    "proxy": replace(TABLE1["proxy"], seeds=(0, 1)),
+    "proxy": replace(TABLE1["proxy"], seeds=(0, 1, 2)),
     "smoke": Setup(
         {"resnet20": "resnet20_narrow"},
         "digits8",
