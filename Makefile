@@ -63,7 +63,8 @@ compare: $(if $(filter table4 table5,$(TABLE)),setup,core)
 	$(VPY) -m benchmarks compare $(TABLE) --method $(METHOD) --against $(AGAINST) --scale $(SCALE)
 
 .PHONY: robustness
-# Accuracy vs test-time noise and vs ADC bits (README: Beyond the paper); figures/out/robustness*.png/.pdf
+# Accuracy vs test-time noise, ADC bits, stuck devices and crossbar tile size (README: Beyond the paper);
+# figures/out/robustness*.png/.pdf and robustness.csv
 robustness: core
 	$(RUN) robustness $(RUN_FLAGS)
 	$(VPY) -m figures.robustness --scale $(SCALE)

@@ -51,6 +51,12 @@ class SweepPoint:
     noise: float | str  # a Gaussian delta, or a noise spec (cacim_core.noise.parse), e.g. "pcm:t=3600"
     adc_bits: int | None
     metrics: dict[str, Metric]
+    tile: tuple[int, int] | None = None  # crossbar tile (rows, cols) it was evaluated on; None: the cell's
+
+    @property
+    def condition(self) -> tuple[float | str, int | None, tuple[int, int] | None]:
+        """What was varied, comparable with a cell's `Condition`."""
+        return (self.noise, self.adc_bits, self.tile)
 
 
 @dataclass
@@ -98,7 +104,12 @@ class Record:
         data = {k: v for k, v in data.items() if k in known}
         data["metrics"] = {k: Metric(**m) for k, m in data["metrics"].items()}
         data["sweep"] = [
-            SweepPoint(p["noise"], p["adc_bits"], {k: Metric(**m) for k, m in p["metrics"].items()})
+            SweepPoint(
+                p["noise"],
+                p["adc_bits"],
+                {k: Metric(**m) for k, m in p["metrics"].items()},
+                tuple(p["tile"]) if p.get("tile") is not None else None,  # JSON gives a list
+            )
             for p in data.get("sweep", [])
         ]
         return cls(**data)
@@ -243,7 +254,7 @@ def _flat(value: Any) -> Any:
 
 
 def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):
-    """Long form of every sweep point: cell fields, test noise, ADC bits, metric, mean, std, n."""
+    """Long form of every sweep point: cell fields, test noise, ADC bits, tile, metric, mean, std, n."""
     import pandas as pd
 
     rows = []
@@ -252,8 +263,8 @@ def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):
         base["noise_samples"] = r.recipe.get("noise_samples", 1)
         for p in r.sweep:
             for name, m in p.metrics.items():
-                rows.append({**base, "test_noise": p.noise, "adc_bits": p.adc_bits, "metric": name,
-                             "mean": m.mean, "std": m.std, "n": m.n})  # fmt: skip
+                rows.append({**base, "test_noise": p.noise, "adc_bits": p.adc_bits, "tile": p.tile,
+                             "metric": name, "mean": m.mean, "std": m.std, "n": m.n})  # fmt: skip
     return pd.DataFrame(rows)
 
 

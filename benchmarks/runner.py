@@ -25,7 +25,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from benchmarks.backends import Context, SetupError, backend_for
-from benchmarks.experiments import Cell, cells
+from benchmarks.experiments import Cell, Condition, cells
 from benchmarks.results import (
     Claim,
     Record,
@@ -125,6 +125,11 @@ def _declared(cell: Cell) -> dict:
     return json.loads(json.dumps(asdict(cell.recipe), default=str))
 
 
+def _missing_points(cell: Cell, record: Record) -> set[tuple]:
+    """The cell's sweep conditions that its record has not measured."""
+    return {tuple(Condition(*c)) for c in cell.sweep} - {p.condition for p in record.sweep}
+
+
 @dataclass
 class Plan:
     todo: list[Cell]
@@ -133,7 +138,8 @@ class Plan:
 
 
 def plan(todo: list[Cell], ctx: Context) -> Plan:
-    """Split cells into to-run, finished and stale (finished by other code or with another recipe)."""
+    """Split cells into to-run, finished and stale (finished by other code, with another recipe, or without
+    sweep points the cell now lists: a new robustness axis must not be skipped silently)."""
     out = Plan([], [], [])
     for cell in todo:
         path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
@@ -146,6 +152,8 @@ def plan(todo: list[Cell], ctx: Context) -> Plan:
             why = "another recipe/model/dataset"
         elif record.source_hash and record.source_hash.split("+")[0] != source_hash(cell.method):
             why = f"the source of quantizer {cell.method!r} changed"
+        elif missing := len(_missing_points(cell, record)):
+            why = f"its record lacks {missing} of the cell's {len(cell.sweep)} sweep points"
         if why:
             out.stale.append((cell, why))
         else:

@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from . import noise as noises
 from . import quantizers
-from .device import Tile, attach_adc, tiled_noise
+from .device import Tile, attach_adc, check_tile, tiled_noise
 from .noise import NoiseModel
 
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -75,10 +75,7 @@ class QuantConfig:
             raise KeyError(f"unknown quantizer {self.method!r}; registered: {', '.join(quantizers.names())}")
         if self.adc_bits is not None and self.adc_bits < 2:
             raise ValueError(f"adc_bits must be >= 2 (a signed ADC) or None, got {self.adc_bits}")
-        if self.tile is not None:
-            if len(self.tile) != 2 or not all(isinstance(n, int) and n > 0 for n in self.tile):
-                raise ValueError(f"tile must be (rows, cols) of positive ints or None, got {self.tile!r}")
-            object.__setattr__(self, "tile", tuple(self.tile))
+        object.__setattr__(self, "tile", check_tile(self.tile))
         if self.noise_fn is not None and noises.parse(self.noise) is not None:
             raise ValueError(
                 "QuantConfig: give the noise once, as noise=...; noise_fn is its deprecated alias"

@@ -4,8 +4,9 @@ Each weight is a differential pair G = G+ - G-; one device of the pair sits at t
 Gref and the other carries |G|: a positive weight puts Gref on the negative device, and vice versa.
 Per layer the weights are normalised by max|W| and multiplied by the usable range g_max - g_ref.
 The read-out side lives here too: a b-bit ADC that digitises each crossbar layer's output. Large layers
-are split into crossbar tiles (`QuantConfig.tile`): each tile has its own conductance scale (its noise is
-drawn with the tile's max|W_q|, `tiled_noise`) and its own ADC on its partial sums, added digitally.
+are split into crossbar tiles (`QuantConfig.tile`, or `set_tile` on a quantized model): each tile has its
+own conductance scale (its noise is drawn with the tile's max|W_q|, `tiled_noise`) and its own ADC on its
+partial sums, added digitally.
 Also here: the `stuck` noise model (cells stuck at G_min or G_max).
 """
 
@@ -196,6 +197,35 @@ def attach_adc(layer: nn.Module, bits: int | None, quantile: float = 0.999) -> N
 
 
 # ------------------------------------------------------------------------------------------------ tiles
+
+
+def check_tile(tile: Tile | None) -> Tile | None:
+    """A tile size as (rows, cols) of positive ints, or None (one tile per layer); else an error."""
+    if tile is None:
+        return None
+    if len(tile) != 2 or not all(isinstance(n, int) and n > 0 for n in tile):
+        raise ValueError(f"tile must be (rows, cols) of positive ints or None, got {tile!r}")
+    return (tile[0], tile[1])
+
+
+def set_tile(model: nn.Module, tile: Tile | None) -> int:
+    """Map every analog quantized layer of a trained model onto tiles of at most `tile` (None: one per layer).
+
+    Nothing is refitted: the levels stay per layer, and only the chip changes, so one trained model can be
+    evaluated at several tile sizes. Noise is drawn per tile from the next draw on; a layer with ADCs gets
+    fresh ones for the new tiling (same bits and quantile), to be calibrated (`calibrate_adc`) before use.
+    Returns how many layers.
+    """
+    tile = check_tile(tile)
+    layers = [m for m in model.modules() if any(getattr(p, "analog", False) for p in _params(m))]
+    for layer in layers:
+        for p in _params(layer):
+            if getattr(p, "analog", False):
+                p.tile = tile
+        adc = layer._modules.get("adc") or next(iter(layer._modules.get("tile_adcs", ())), None)
+        if adc is not None:
+            attach_adc(layer, adc.bits, adc.quantile)
+    return len(layers)
 
 
 def _blocks(size: int, block: int) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cacim_core import QuantConfig, float_weight, quantize_model, quantized_layers, weight_noise
-from cacim_core.device import ADC, calibrate_adc, set_adc, tiled_forward, tiled_noise
+from cacim_core.device import ADC, calibrate_adc, set_adc, set_tile, tiled_forward, tiled_noise
 from cacim_core.noise import GaussianNoise
 
 
@@ -129,3 +129,35 @@ def test_set_adc_keeps_the_tiles_and_errors():
     grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 2, 1))
     with pytest.raises(ValueError, match="groups=1"):
         quantize_model(grouped, QuantConfig(tile=(2, 2), adc_bits=4))
+
+
+@pytest.mark.parametrize("adc_bits", [None, 4])
+def test_set_tile_on_a_quantized_model_equals_quantizing_tiled(adc_bits):
+    """Re-tiling a model after quantization (what the robustness sweep does) is the model quantized with
+    that tile: same noise draws, same ADC partial sums; back to None is the untiled model again."""
+    x = inputs()
+
+    def noisy_output(model: nn.Module) -> torch.Tensor:
+        if adc_bits is not None:
+            calibrate_adc(model, [inputs(seed=2)])
+        model.eval()
+        with torch.no_grad(), weight_noise(model, seed=3):
+            return model(x)
+
+    config = QuantConfig(levels=4, noise=0.05, adc_bits=adc_bits)
+    retiled = quantize_model(net(), config)
+    untiled = noisy_output(retiled)
+    for tile in ((4, 16), (12, 72), None):
+        assert set_tile(retiled, tile) == 3
+        direct = noisy_output(
+            quantize_model(net(), QuantConfig(levels=4, noise=0.05, adc_bits=adc_bits, tile=tile))
+        )
+        assert torch.equal(noisy_output(retiled), direct)
+        assert torch.equal(direct, untiled) == (tile != (4, 16))
+    if adc_bits is not None:
+        set_tile(retiled, (4, 16))
+        assert len(retiled[2].tile_adcs) == 3 * 5
+        with pytest.raises(RuntimeError, match="not calibrated"):
+            retiled.eval()(x)
+    with pytest.raises(ValueError, match="tile must be"):
+        set_tile(retiled, (4, 0))

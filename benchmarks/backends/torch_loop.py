@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, recipe_hash
 from benchmarks.data import DataBundle, load_data, make_loader
-from benchmarks.experiments import Cell, Recipe
+from benchmarks.experiments import Cell, Condition, Recipe
 from benchmarks.models import build_model, load_weights
 from benchmarks.results import (
     Metric,
@@ -31,7 +31,7 @@ from benchmarks.results import (
     save_checkpoint,
 )
 from cacim_core import QuantConfig, noisy_evaluate, quantize_model, quantizers, refit_check, refit_counts
-from cacim_core.device import calibrate_adc, set_adc
+from cacim_core.device import calibrate_adc, set_adc, set_tile
 from cacim_core.measured import MeasuredConductances
 from cacim_core.noise import parse
 from cacim_core.training import ha_sgd_backward
@@ -334,14 +334,15 @@ class TorchLoop:
             ptq_k = trained["extra"]["ptq"][k]
             metrics.update({f"ptq_{k}": Metric(ptq_k), f"gap_ptq_{k}": Metric(fp[k] - ptq_k)})
         sweep = []
-        for delta, bits in cell.sweep:  # robustness curves: the same trained model, other test conditions
-            adc = bits if bits is not None else config.adc_bits
+        for at in (Condition(*c) for c in cell.sweep):  # the same trained model; a plain (noise, bits) reads
+            set_tile(model, at.tile if at.tile is not None else config.tile)  # before set_adc: ADCs per tile
+            adc = at.adc_bits if at.adc_bits is not None else config.adc_bits
             set_adc(model, adc)
             if adc is not None:
                 calibrate_adc(model, calibration_batches(data, ctx))
-            draws = cell.trials if parse(delta) is not None else 1
-            point = noisy_evaluate(model, evaluate, draws, cell.seed, noise=delta)
-            sweep.append(SweepPoint(delta, bits, {k: _metric(point, k) for k in METRICS}))
+            draws = cell.trials if parse(at.noise) is not None else 1
+            point = noisy_evaluate(model, evaluate, draws, cell.seed, noise=at.noise)
+            sweep.append(SweepPoint(at.noise, at.adc_bits, {k: _metric(point, k) for k in METRICS}, at.tile))
         outcome = Outcome(
             metrics,
             data.fingerprint,

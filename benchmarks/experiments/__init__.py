@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cacim_core.registry import Registry
 
@@ -87,6 +87,15 @@ class Setup:
     max_batches: int | None = None  # smoke only: batches per training epoch; evaluation uses one batch
 
 
+class Condition(NamedTuple):
+    """One more evaluation of a trained model (a sweep point): test noise (a delta or any noise spec), ADC
+    bits (None: the cell's own), crossbar tile (None: the cell's own; `cacim_core.device.set_tile`)."""
+
+    noise: float | str
+    adc_bits: int | None = None
+    tile: tuple[int, int] | None = None
+
+
 @dataclass(frozen=True)
 class Cell:
     experiment: str
@@ -105,8 +114,7 @@ class Cell:
     trials: int = 1
     max_batches: int | None = None
     options: tuple[tuple[str, Any], ...] = ()  # more QuantConfig fields by name, e.g. (("adc_bits", 6),)
-    # more evaluations of the trained model: (test noise: a delta or any noise spec, ADC bits | None)
-    sweep: tuple[tuple[float | str, int | None], ...] = ()
+    sweep: tuple[Condition, ...] = ()  # more evaluations of the trained model, other test conditions
     noise_eval_file: str = ""  # evaluate on measured conductances (cacim_core.measured) instead of Gaussian
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from benchmarks.experiments import Cell, Recipe, Row, Setup, expand, register_experiment
+from benchmarks.experiments import Cell, Condition, Recipe, Row, Setup, expand, register_experiment
 from benchmarks.experiments.table1 import SETUPS as TABLE1
 from cacim_core.pcm import TIMES
 
@@ -19,7 +19,7 @@ LEVELS = (3, 4, 8)
 TRAIN_NOISES = (0.0, 0.02)
 AWARE_OF = "pcm:t=86400,compensation=true"
 SWEEP = tuple(
-    (f"pcm:t={t:g},compensation={str(c).lower()}", None) for t in TIMES.values() for c in (True, False)
+    Condition(f"pcm:t={t:g},compensation={str(c).lower()}") for t in TIMES.values() for c in (True, False)
 )
 
 SETUPS = {

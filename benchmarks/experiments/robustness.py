@@ -1,4 +1,5 @@
-"""Noise robustness: accuracy vs test-time weight noise (0..30%) and vs ADC bits, one curve per trained model.
+"""Noise robustness: accuracy vs test-time weight noise (0..30%), ADC bits, stuck devices and crossbar tile
+size, one curve per trained model.
 
 Two families of trained models at 3, 4 and 8 levels, each evaluated on the same sweep (no retraining):
 - Lloyd trained at several NATS deltas, and with HA-SGD (L noise draws per step) both at equal steps
@@ -6,11 +7,26 @@ Two families of trained models at 3, 4 and 8 levels, each evaluated on the same 
 - every quantizer that supports the level count, trained at COMPARE_NOISE.
 The ADC sweep digitises every analog layer's output (range calibrated on training batches) at ADC_NOISE;
 the stuck sweep sticks a fraction of the devices at g_min / g_max (cacim_core.device.StuckNoise), per chip.
+
+The tile sweep maps the trained model onto square crossbar tiles of TILES rows and columns
+(`cacim_core.device.set_tile`): each tile has its own conductance scale, so its noise is delta * max|W_q| of
+the tile rather than of the layer, and with an ADC each tile digitises its own partial sums (own range). The
+levels stay per layer, so tiling is a property of the chip, not of the trained model: an evaluation-time
+axis, measured at TILE_NOISE alone and at ADC_NOISE with TILE_ADC_BITS. The whole layer (no tiling) is the
+untiled point of the same condition, which the noise and ADC sweeps already hold. Models are trained with
+whole-layer NATS; tile-aware training would be a cell option (`("tile", (64, 64))`), not done here.
+Which layers get more than one tile ((out, in * k * k) matrix; out <= 64 in both nets, so only the column
+blocks split):
+- proxy/smoke resnet20_narrow (8/16/32 wide): 64 splits every layer but the stem (27) and the classifier
+  (32): 72 -> 2 tiles, 144 -> 3, 288 -> 5; 128 splits the 144- and 288-input layers (2 and 3 tiles); 256
+  only the 288-input convs (2 tiles: 5 of the 6 layer3 convs).
+- paper ResNet-20 (16/32/64 wide): 64 splits every conv but the stem (144 -> 3, 288 -> 5, 576 -> 9);
+  128: 144 -> 2, 288 -> 3, 576 -> 5; 256: the 288- and 576-input convs (2 and 3 tiles).
 """
 
 from dataclasses import replace
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
+from benchmarks.experiments import Cell, Condition, Recipe, Row, Schedule, Setup, expand, register_experiment
 from benchmarks.experiments.table1 import SETUPS as TABLE1
 
 LEVELS = (3, 4, 8)
@@ -27,10 +43,15 @@ QUANTIZERS = {
     8: ("lloyd", "uniform", "log2", "lqnet", "apot", "lsq", "lglsq"),
 }
 STUCK = (0.001, 0.005, 0.01, 0.02, 0.05)  # fraction of devices stuck, half at g_min and half at g_max
+TILES = (64, 128, 256)  # square crossbar tiles; the whole layer is the untiled point of the same condition
+TILE_NOISE = 0.10  # the digits proxy barely moves below; a TEST_NOISES point (the whole layer)
+TILE_ADC_BITS = 4  # at ADC_NOISE; an ADC_BITS point (the whole layer)
 SWEEP = (
-    tuple((delta, None) for delta in TEST_NOISES)
-    + tuple((ADC_NOISE, bits) for bits in ADC_BITS)
-    + tuple((f"stuck:gmin={f / 2:g},gmax={f / 2:g}", None) for f in STUCK)
+    tuple(Condition(delta) for delta in TEST_NOISES)
+    + tuple(Condition(ADC_NOISE, bits) for bits in ADC_BITS)
+    + tuple(Condition(f"stuck:gmin={f / 2:g},gmax={f / 2:g}") for f in STUCK)
+    + tuple(Condition(TILE_NOISE, tile=(t, t)) for t in TILES)
+    + tuple(Condition(ADC_NOISE, TILE_ADC_BITS, (t, t)) for t in TILES)
 )
 
 SETUPS = {
@@ -73,7 +94,14 @@ def cells(scale: str) -> list[Cell]:
     samples, ha_noise = HA_SGD
     if scale == "smoke":  # one model per family, a short sweep: exercises every code path in seconds
         rows = [Row("lloyd", 3, noise=COMPARE_NOISE), Row("lglsq", 3, noise=COMPARE_NOISE)]
-        sweep = ((0.0, None), (0.05, None), (ADC_NOISE, 3), ("stuck:gmin=0.01,gmax=0.01", None))
+        sweep = (
+            Condition(0.0),
+            Condition(0.05),
+            Condition(ADC_NOISE, 3),
+            Condition("stuck:gmin=0.01,gmax=0.01"),
+            Condition(0.05, tile=(64, 64)),
+            Condition(ADC_NOISE, 3, (64, 64)),
+        )
         samples, ha_noise, levels = 2, COMPARE_NOISE, (3,)
     else:
         noise_rows = [Row("lloyd", v, noise=n) for v in LEVELS for n in TRAIN_NOISES]
