@@ -260,4 +260,6 @@ def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> bool
         )
     model.load_state_dict(state)
     return reset
+
+
 from benchmarks import proxy_models  # noqa: E402, F401  (registers the synth32 proxy networks)
