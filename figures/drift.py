@@ -9,7 +9,6 @@ Reads only `results/drift/<scale>/`; never trains.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.experiments import SCALES  # noqa: E402
 from benchmarks.results import atomic_write, load_sweeps  # noqa: E402
 from benchmarks.stats import t_interval  # noqa: E402
 from cacim_core.noise import parse  # noqa: E402
@@ -143,19 +141,7 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m figures.drift", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="proxy", choices=SCALES)
-    parser.add_argument("--results", default="results")
-    parser.add_argument("--out", default="figures/out")
-    parser.add_argument("--tables", default="tables/out")
-    args = parser.parse_args(argv)
-    try:
-        for path in render(args.results, args.scale, args.out, args.tables):
-            print(f"wrote {path}")
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return style.cli(render, "python -m figures.drift", __doc__, argv, tables=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Reads only `results/robustness/<scale>/`; never trains.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.experiments import SCALES  # noqa: E402
 from benchmarks.experiments.robustness import COMPARE_NOISE  # noqa: E402
 from benchmarks.results import atomic_write, load, load_sweeps  # noqa: E402
 from benchmarks.stats import t_interval  # noqa: E402
@@ -236,18 +234,7 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m figures.robustness", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="proxy", choices=SCALES)
-    parser.add_argument("--results", default="results")
-    parser.add_argument("--out", default="figures/out")
-    args = parser.parse_args(argv)
-    try:
-        for path in render(args.results, args.scale, args.out):
-            print(path)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return style.cli(render, "python -m figures.robustness", __doc__, argv)
 
 
 if __name__ == "__main__":

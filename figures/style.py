@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib
@@ -95,3 +98,26 @@ def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
             tmp.unlink(missing_ok=True)
         written.append(final)
     return written
+
+
+def cli(
+    render: Callable[..., Iterable[Path]], prog: str, doc: str, argv: list[str] | None, tables: bool = False
+) -> int:
+    """The command line of the modules that render one result set: --scale --results --out [--tables];
+    exit 2 with one line when the store lacks what they read."""
+    from benchmarks.experiments import SCALES
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--scale", default="proxy", choices=SCALES)
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--out", default="figures/out")
+    if tables:
+        parser.add_argument("--tables", default="tables/out")
+    args = parser.parse_args(argv)
+    try:
+        for path in render(args.results, args.scale, args.out, *((args.tables,) if tables else ())):
+            print(f"wrote {path}")
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
