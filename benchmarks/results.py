@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import socket
@@ -146,7 +147,7 @@ def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- paths and atomic writes
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
+def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
     """Write via a temporary file and a rename; the file gets the user's umask (mkstemp would give 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,16 +271,10 @@ def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):
 
 # ---------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then an atomic rename: a kill leaves the previous checkpoint whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `atomic_write`: a kill leaves the previous checkpoint whole, the umask is kept."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:

@@ -71,9 +71,13 @@ def test_record_round_trips_and_files_keep_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         path = write_record(tmp_path, record)
+        ckpt = tmp_path / "_float" / "m.pt"
+        save_checkpoint(ckpt, {"w": torch.ones(2)})  # float models and checkpoints are shared results too
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # mkstemp alone would leave 0600
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o644
+    assert torch.equal(load_checkpoint(ckpt)["w"], torch.ones(2))
     assert load_records(tmp_path) == [record]
 
 
