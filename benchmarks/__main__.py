@@ -15,7 +15,10 @@ from benchmarks.results import RecordExistsError, is_finished
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="table1..table5, delta, robustness, fig3, fig4b (or a plugin's)")
+    p.add_argument(
+        "experiment",
+        help="table1..table5, table4_one_stage, delta, robustness, drift, fig3, fig4b (or a plugin's)",
+    )
     p.add_argument("--scale", default="proxy", choices=SCALES)
     p.add_argument("--methods", default="", help="comma-separated quantizer names (default: the table's)")
     p.add_argument(

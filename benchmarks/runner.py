@@ -312,7 +312,8 @@ def _run_cells(
 
 
 def _summary(record: Record) -> str:
-    shown = [k for k in record.metrics if k.startswith("gap_") and not k.startswith("gap_ptq")][:2]
+    gaps = [k for k in record.metrics if k.startswith("gap_") and not k.startswith("gap_ptq")]
+    shown = (gaps or [k for k in record.metrics if not k.endswith("_clean")])[:2]  # no float model: no gap
     return (
         ", ".join(
             f"{k} {m.mean:.2f} ± {m.std:.2f} (n={m.n})" for k, m in ((k, record.metrics[k]) for k in shown)

@@ -267,10 +267,10 @@ def test_ssd_head_fixed_predicts() -> None:
 
 
 @pytest.mark.parametrize("table", ["table4", "table5"])
-def test_table_smoke_run_and_render(table, voc_root, tmp_path) -> None:
+def test_table_smoke_run_and_render(table, voc_root, tmp_path, monkeypatch) -> None:
     """SSD / PSPNet trained a few iterations (float, then each quantized cell with CacimHook), evaluated by
     mmdet's VOCMetric / mmseg's IoUMetric on the generated VOC files, and rendered; Table 4 also runs a
-    plugin quantizer beside ours (same cells) and Figure 4(b)."""
+    plugin quantizer beside ours (same cells), Figure 4(b) and the one-stage reading in the same store."""
     _openmmlab()
     from benchmarks import runner
     from benchmarks.experiments import cells
@@ -318,6 +318,7 @@ def test_table_smoke_run_and_render(table, voc_root, tmp_path) -> None:
         assert len(plugin_rows) == 2 and not any("not run" in line for line in plugin_rows)
         floats = list(float_path(results, "smoke", "x").parent.glob("*.pt"))
         _fig4b_smoke(voc_root, results, {p: p.stat().st_mtime_ns for p in floats})
+        _one_stage_smoke(voc_root, results, tmp_path / "out", monkeypatch)
 
 
 def _fig4b_smoke(voc_root, results, floats) -> None:
@@ -339,6 +340,132 @@ def _fig4b_smoke(voc_root, results, floats) -> None:
     for r in measured:
         name = "mAP" if r.arch == "ssd300" else "top1"
         assert r.metrics[name].n > 1 and r.metrics[name].std >= 0
+
+
+def _one_stage_smoke(voc_root, results, out, monkeypatch) -> None:
+    """Table 4's one-stage reading in a store that holds the two-stage one: it trains and reads no float
+    model (each cell starts from the config's init and trains the float phase's schedule with the hook),
+    its records and table are its own, and each table's footnote names its reading."""
+    from benchmarks import runner
+    from benchmarks.backends import mmengine
+    from benchmarks.experiments import cells
+    from benchmarks.results import float_path, load_records
+    from tables.render import load_spec, render
+
+    one, two = cells("table4_one_stage", "smoke"), cells("table4", "smoke")
+    assert not {c.id for c in one} & {c.id for c in two}
+    assert all(c.init == "init_cfg" and c.fp_recipe is None and c.recipe == two[0].fp_recipe for c in one)
+    floats = float_path(results, "smoke", "x").parent
+    before = {p.name: p.stat().st_mtime_ns for p in floats.iterdir()}
+    started = []  # what each phase starts from, as mmengine's Runner gets it
+    train_and_test = mmengine._train_and_test
+
+    def spy(cfg, tta):
+        assert "CacimHook" in [h["type"] for h in cfg.custom_hooks]  # quantized from the first iteration
+        init = cfg.model.backbone.init_cfg
+        started.append((cfg.load_from, cfg.get("resume"), cfg.train_cfg.max_iters, init))
+        return train_and_test(cfg, tta)
+
+    monkeypatch.setattr(mmengine, "_train_and_test", spy)
+    runner.run("table4_one_stage", "smoke", str(voc_root), None, results, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in floats.iterdir()} == before  # no float model touched
+    float_iters = two[0].fp_recipe.phase["train_cfg"]["max_iters"]
+    assert started == [(None, False, float_iters, None)] * len(one)  # the slim config's init: random
+
+    records = {r.cell: r for r in load_records(results, "table4_one_stage", "smoke")}
+    assert set(records) == {c.id for c in one}
+    for cell in one:
+        record = records[cell.id]
+        assert (record.experiment, record.init) == ("table4_one_stage", "init_cfg")
+        assert set(record.metrics) == {"mAP", "mAP_clean"}  # no float model: no FP, no gap
+        assert record.metrics["mAP"].n == (cell.trials if cell.noise_eval > 0 else 1)
+    assert all(r.init == "pretrained" for r in load_records(results, "table4", "smoke"))
+
+    text = render(load_spec("table4_one_stage"), "smoke", results, out)[0].read_text()
+    assert "one-stage reading" in text and "- Reading: one-stage" in text and "Full precision" not in text
+    assert f"{records[one[0].id].metrics['mAP'].mean:.1f} [smoke" in text
+    two_text = render(load_spec("table4"), "smoke", results, out)[0].read_text()
+    assert "- Reading: two-stage" in two_text and "Full precision" in two_text
+
+
+def test_one_stage_starts_from_the_float_phase_init(voc_root, tmp_path, monkeypatch) -> None:
+    """At smoke/proxy scale a one-stage cell starts from exactly the weights the two-stage float model starts
+    from (same seed; the hook changes nothing before training), as its docstring says."""
+    _openmmlab()
+    from benchmarks.backends.mmengine import build_config
+    from benchmarks.experiments import cells
+
+    class Started(Exception):
+        pass
+
+    starts = []
+
+    def load_or_resume(runner) -> None:  # called right after init_weights: what training would start from
+        starts.append({k: v.clone() for k, v in runner.model.state_dict().items()})
+        raise Started
+
+    monkeypatch.setattr(Runner, "load_or_resume", load_or_resume)
+    one, two = cells("table4_one_stage", "smoke")[1], cells("table4", "smoke")[0]
+    hook = {"type": "CacimHook", "method": "lloyd", "levels": 3, "noise": 0.01, "trials": 2, "seed": 0}
+    for recipe, cacim in ((two.fp_recipe, None), (one.recipe, hook)):
+        with pytest.raises(Started):
+            Runner.from_cfg(build_config(recipe, voc_root, tmp_path / str(len(starts)), 0, cacim)).train()
+    floats, quantized = starts
+    assert floats.keys() == quantized.keys()
+    assert all(torch.equal(floats[k], quantized[k]) for k in floats)
+
+
+def test_paper_pretrained_backbone_is_a_local_file(tmp_path) -> None:
+    """At paper scale both readings start a phase from the config's ImageNet VGG16 (init_cfg
+    open-mmlab://vgg16_caffe): it is read from --weights, never downloaded, and a missing file is a
+    one-line error before any training; a phase that loads the float model drops it."""
+    _openmmlab()
+    from benchmarks.backends import Context, SetupError
+    from benchmarks.backends.mmengine import REQUIRED, MMEngine, build_config
+    from benchmarks.experiments import cells
+
+    data, weights = tmp_path / "data", tmp_path / "weights"
+    for listed in REQUIRED["voc0712"]:
+        (data / "VOCdevkit" / listed).parent.mkdir(parents=True, exist_ok=True)
+        (data / "VOCdevkit" / listed).write_text("000001\n")
+    weights.mkdir()
+    ctx = Context("paper", tmp_path / "results", data, weights)
+    one, two = cells("table4_one_stage", "paper")[0], cells("table4", "paper")[0]
+    for cell in (one, two):  # two-stage: its float phase, not cached yet
+        with pytest.raises(SetupError) as err:
+            MMEngine().prepare([cell], ctx)
+        message = str(err.value)
+        assert "vgg16_caffe-292e1171.pth" in message and "--weights" in message and "\n" not in message
+    vgg = weights / "vgg16_caffe-292e1171.pth"
+    vgg.write_bytes(b"")
+    MMEngine().prepare([one, two], ctx)
+    cfg = build_config(one.recipe, data, tmp_path / "work", 0, None, weights)
+    assert cfg.model.backbone.init_cfg.checkpoint == str(vgg) and cfg.load_from is None
+    assert cfg.train_cfg.max_iters == 120000 and one.fp_recipe is None
+    cfg = build_config(two.recipe, data, tmp_path / "work", 0, None, weights, from_checkpoint=True)
+    assert cfg.model.backbone.init_cfg is None
+
+
+def test_make_table4_picks_the_reading() -> None:
+    """`make table4 SSD_READING=...` runs and renders that reading's experiment; an unknown reading is a
+    one-line error naming the choices."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+
+    def dry_run(reading: str) -> subprocess.CompletedProcess:
+        cmd = ["make", "-n", "table4", f"SSD_READING={reading}"]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60)
+
+    bad = dry_run("three-stage")
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    assert "SSD_READING=three-stage" in bad.stderr and "two-stage one-stage" in bad.stderr
+    one, two = dry_run("one-stage").stdout, dry_run("two-stage").stdout
+    assert "benchmarks run table4_one_stage " in one and "tables.render table4_one_stage " in one
+    assert "benchmarks run table4 " in two and "tables.render table4 " in two
 
 
 def test_mmengine_cell_resumes_after_sigkill(voc_root, tmp_path) -> None:

@@ -1,11 +1,15 @@
 """The mmengine backend (Tables 4/5, Figure 4(b) SSD): mmengine's Runner on a packaged-config-derived
 config with CacimHook, nothing forked.
 
-Algorithm 1's flow: the float model is trained once per (model, data, float schedule, seed) and cached in the
-store; each quantized cell fine-tunes from it (`load_from`) with the hook and is tested (with `trials` noise
-draws when noisy). Every phase checkpoints into its own work_dir, and an interrupted one resumes there
-through mmengine's own `resume`. At smoke/proxy scale DATA is where the generated VOC-format dataset is
-written (default .cache/voc_shapes/<scale>); at paper scale DATA must hold a real VOCdevkit/.
+Algorithm 1's flow (cells with init="pretrained"): the float model is trained once per (model, data, float
+schedule, seed) and cached in the store; each quantized cell fine-tunes from it (`load_from`) with the hook
+and is tested (with `trials` noise draws when noisy). Cells with init="init_cfg" (Table 4's one-stage
+reading) have no float phase: the hook quantizes the config's own init (its pretrained backbone) from the
+first iteration, and their records carry no FP or gap. Every phase checkpoints into its own work_dir, and an
+interrupted one resumes there through mmengine's own `resume`. At smoke/proxy scale DATA is where the
+generated VOC-format dataset is written (default .cache/voc_shapes/<scale>); at paper scale DATA must hold
+a real VOCdevkit/, and the configs' pretrained backbones (init_cfg `Pretrained`, mmseg's `pretrained`) are
+read from --weights (default DATA/weights): nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -59,11 +63,63 @@ def _rewrite(node: Any, key: str, fn) -> None:
             _rewrite(v, key, fn)
 
 
-def build_config(recipe: MMRecipe, data_root: Path, work: Path, seed: int, hook: dict | None):
-    """The recipe's config with its schedule, the data location, checkpoints for resume and the hook."""
+def pretrained_file(name: str, weights: Path | None) -> str:
+    """A config's pretrained checkpoint as a local file: the path itself, else its file name under `weights`
+    (`open-mmlab://vgg16_caffe` -> vgg16_caffe-292e1171.pth); nothing is downloaded here."""
+    if Path(name).is_file():
+        return name
+    scheme, _, rest = name.partition("://")
+    url = name
+    if scheme in ("open-mmlab", "openmmlab"):
+        from mmengine.runner.checkpoint import get_deprecated_model_names, get_external_models
+
+        rest = get_deprecated_model_names().get(rest, rest)
+        url = get_external_models().get(rest, name)
+    file = url.rstrip("/").rsplit("/", 1)[-1]
+    if weights is not None and (weights / file).is_file():
+        return str(weights / file)
+    where = f"in {weights}" if weights is not None else "in a folder and pass it as --weights DIR"
+    raise SetupError(
+        f"pretrained checkpoint {name} is not a local file and is not downloaded here: put {file} {where} "
+        "(--weights DIR or WEIGHTS=DIR; default DATA/weights)"
+    )
+
+
+def localize_pretrained(model_cfg: Any, weights: Path | None, keep: bool) -> None:
+    """Point the model's pretrained inits (init_cfg type Pretrained, mmseg's `pretrained`) at local files;
+    `keep=False` drops them instead: a phase that loads a whole checkpoint needs neither file nor download."""
+
+    def init_cfg(value: Any) -> Any:
+        if isinstance(value, list):
+            kept = [v for v in map(init_cfg, value) if v is not None]
+            return kept or None
+        if isinstance(value, dict) and value.get("type") == "Pretrained":
+            return {**value, "checkpoint": pretrained_file(value["checkpoint"], weights)} if keep else None
+        return value
+
+    _rewrite(model_cfg, "init_cfg", init_cfg)
+    _rewrite(
+        model_cfg,
+        "pretrained",
+        lambda v: (pretrained_file(v, weights) if keep else None) if isinstance(v, str) else v,
+    )
+
+
+def build_config(
+    recipe: MMRecipe,
+    data_root: Path,
+    work: Path,
+    seed: int,
+    hook: dict | None,
+    weights: Path | None = None,
+    from_checkpoint: bool = False,
+):
+    """The recipe's config with its schedule, the data location, checkpoints for resume, the hook, and its
+    pretrained backbone from `weights` (none when the phase starts `from_checkpoint`, a float model)."""
     from mmengine.config import Config
 
     cfg = Config.fromfile(str(CONFIGS / recipe.config))
+    localize_pretrained(cfg.model, weights, keep=not from_checkpoint)
     template = next((h for h in cfg.custom_hooks if h.get("type") == "CacimHook"), {})
     cfg.merge_from_dict(copy.deepcopy(recipe.phase))
     cfg.merge_from_dict(copy.deepcopy(recipe.extra))
@@ -114,6 +170,9 @@ def _drop_checkpoints(work: Path) -> None:
     (work / "last_checkpoint").unlink(missing_ok=True)
 
 
+INITS = ("pretrained", "init_cfg")  # from the cached float model (Algorithm 1) | from the config's own init
+
+
 class MMEngine:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], tuple[Path, str]] = {}
@@ -144,28 +203,44 @@ class MMEngine:
             import mmseg  # noqa: F401
         except ImportError as exc:
             raise SetupError(f"OpenMMLab is not installed ({exc}): run `make setup`") from exc
-        if ctx.weights is not None:
-            raise SetupError(
-                "--weights applies to the classification tables; OpenMMLab tables train their float model"
-            )
         if ctx.world > 1:
             raise SetupError("OpenMMLab cells run one process each here; launch mmengine's own DDP instead")
+        from mmengine.config import Config
+
+        checked: set[str] = set()
         for cell in cells:
             self._data(cell, ctx)
+            if cell.init not in INITS or (cell.init == "pretrained") != (cell.fp_recipe is not None):
+                raise SetupError(
+                    f"cell {cell.id}: init {cell.init!r} with fp_recipe {cell.fp_recipe is not None}; an "
+                    "mmengine cell is init='pretrained' with a float recipe or init='init_cfg' without one"
+                )
+            # the phase that starts from the config's init: the cell itself, or a float model not cached yet
+            first = cell.recipe if cell.init == "init_cfg" else cell.fp_recipe
+            if cell.init == "pretrained" and self._float_cache(cell, ctx).is_file():
+                first = None
+            if isinstance(first, MMRecipe) and first.config not in checked:
+                checked.add(first.config)  # a missing pretrained backbone fails before any training
+                localize_pretrained(Config.fromfile(str(CONFIGS / first.config)).model, ctx.weights, True)
             if cell.noise_eval_file:
                 from cacim_core.measured import MeasuredConductances
 
                 MeasuredConductances.from_csv(cell.noise_eval_file)  # a bad file fails before any training
 
+    def _float_cache(self, cell: Cell, ctx: Context) -> Path:
+        """Where the float model of this (model, data, float recipe, seed) is cached: its float key."""
+        _, fingerprint = self._data(cell, ctx)
+        key = f"{cell.model}-{cell.dataset}-{fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
+        return float_path(ctx.results, ctx.scale, re.sub(r"[^A-Za-z0-9_-]+", "_", key))
+
     def float_model(self, cell: Cell, ctx: Context) -> tuple[Path, dict[str, float]]:
         """Train (or reuse, or resume) the float model: (checkpoint path, float metrics in percent)."""
-        data_root, fingerprint = self._data(cell, ctx)
-        key = f"{cell.model}-{cell.dataset}-{fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
-        cache = float_path(ctx.results, ctx.scale, re.sub(r"[^A-Za-z0-9_-]+", "_", key))
+        data_root, _ = self._data(cell, ctx)
+        cache = self._float_cache(cell, ctx)
 
         def produce() -> None:
             work = cache.with_name(f"{cache.stem}-work")
-            cfg = build_config(cell.fp_recipe, data_root, work, cell.seed, None)
+            cfg = build_config(cell.fp_recipe, data_root, work, cell.seed, None, ctx.weights)
             runner, metrics, _ = _train_and_test(cfg, cell.fp_recipe.tta)
             from cacim_core.integrations.mmengine import unwrap
 
@@ -183,7 +258,8 @@ class MMEngine:
 
         start = time.time()
         data_root, fingerprint = self._data(cell, ctx)
-        ckpt, fp = self.float_model(cell, ctx)
+        from_float = cell.init == "pretrained"
+        ckpt, fp = self.float_model(cell, ctx) if from_float else (None, None)
         recipe: MMRecipe = cell.recipe  # type: ignore[assignment]
         noisy = cell.noise_eval > 0 or bool(cell.noise_eval_file)
         hook: dict[str, Any] = dict(
@@ -199,8 +275,8 @@ class MMEngine:
         else:
             hook["eval_noise"] = cell.noise_eval
         work = work_dir(ctx.results, cell.experiment, ctx.scale, cell.id)
-        cfg = build_config(recipe, data_root, work, cell.seed, hook)
-        if not cfg.get("resume"):
+        cfg = build_config(recipe, data_root, work, cell.seed, hook, ctx.weights, from_checkpoint=from_float)
+        if ckpt is not None and not cfg.get("resume"):
             cfg.load_from = str(ckpt)
         runner, raw, resumed = _train_and_test(cfg, recipe.tta)
         hook_obj = next(h for h in runner.hooks if isinstance(h, CacimHook))
@@ -213,7 +289,7 @@ class MMEngine:
                 )
             else:
                 result = Metric(clean[name])
-            metrics.update(gap_metrics(name, fp[name], result))
+            metrics.update(gap_metrics(name, fp[name], result) if fp is not None else {name: result})
             metrics[f"{name}_clean"] = Metric(clean[name])
         refits = refit_counts(unwrap(runner.model))
         _drop_checkpoints(work)

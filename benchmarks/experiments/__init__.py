@@ -81,7 +81,9 @@ class Setup:
     models: dict[str, str]
     dataset: str
     recipe: Recipe | MMRecipe
-    fp_recipe: Recipe | MMRecipe | None  # trains the float model when no file is supplied; None: user's file
+    # trains the float model when no file is supplied; None: the user's file (torch loop), or no float
+    # phase at all (mmengine cells with init="init_cfg")
+    fp_recipe: Recipe | MMRecipe | None
     trials: int  # noise draws at evaluation for noisy cells
     seeds: tuple[int, ...] = (0,)
     max_batches: int | None = None  # smoke only: batches per training epoch; evaluation uses one batch
@@ -109,7 +111,9 @@ class Cell:
     first_last: str = "quantize"  # quantize | fp (the paper's *) | 8bit (the paper's +)
     noise_train: float = 0.0  # NATS delta during fine-tuning
     noise_eval: float = 0.0  # delta of the evaluation draws
-    init: str = "pretrained"  # pretrained: Algorithm 1 from a float model; scratch: random init
+    # pretrained: Algorithm 1 from a float model; scratch: random init; init_cfg (mmengine): the config's own
+    # init (its pretrained backbone), no float phase
+    init: str = "pretrained"
     seed: int = 0
     trials: int = 1
     max_batches: int | None = None
