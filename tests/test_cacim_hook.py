@@ -17,52 +17,12 @@ mmengine = pytest.importorskip(
     "mmengine", reason="the openmmlab extra is not installed (scripts/setup_openmmlab.sh .venv/bin/python)"
 )
 
+from mm_toy import ToyNet, toy_data  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.evaluator import BaseMetric  # noqa: E402
-from mmengine.model import BaseModel  # noqa: E402
-from mmengine.registry import METRICS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from cacim_core import QuantConfig, float_weight, quantized_layers, quantizers  # noqa: E402
 from cacim_core.integrations.mmengine import CacimHook, coverage, unwrap  # noqa: E402
-
-
-class Net(BaseModel):
-    """Small classifier with a BatchNorm (buffers) between quantizable Linear layers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(4, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2)
-        )
-
-    def forward(self, inputs, labels, mode="tensor"):
-        logits = self.net(torch.stack(inputs))
-        labels = torch.stack(labels)
-        if mode == "loss":
-            return {"loss": F.cross_entropy(logits, labels)}
-        return [{"logits": row, "label": label} for row, label in zip(logits, labels, strict=True)]
-
-
-@METRICS.register_module(force=True)
-class NetMetric(BaseMetric):
-    def process(self, data_batch, data_samples) -> None:
-        self.results += [(s["logits"], s["label"]) for s in data_samples]
-
-    def compute_metrics(self, results) -> dict[str, float]:
-        logits = torch.stack([r[0] for r in results])
-        labels = torch.stack([r[1] for r in results])
-        return {
-            "acc": float((logits.argmax(1) == labels).float().mean() * 100),
-            "ce": float(F.cross_entropy(logits, labels)),
-        }
-
-
-def _data(n: int, seed: int) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 4, generator=g)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    return [{"inputs": a, "labels": b} for a, b in zip(x, y, strict=True)]
 
 
 def _runner(work_dir, hooks: list[dict], iters: int = 0, **kwargs) -> Runner:
@@ -71,7 +31,7 @@ def _runner(work_dir, hooks: list[dict], iters: int = 0, **kwargs) -> Runner:
     if iters:
         train = dict(
             train_dataloader={
-                "dataset": _data(256, 0),
+                "dataset": toy_data(256, 0),
                 "sampler": {"type": "InfiniteSampler"},
                 "batch_size": 16,
             },
@@ -80,14 +40,14 @@ def _runner(work_dir, hooks: list[dict], iters: int = 0, **kwargs) -> Runner:
         )
     torch.manual_seed(1)  # another init than the trained model's, so a lost load shows
     return Runner(
-        model=Net(),
+        model=ToyNet(batch_norm=True),
         work_dir=str(work_dir),
         test_dataloader={
-            "dataset": _data(96, 1),
+            "dataset": toy_data(96, 1),
             "sampler": {"type": "DefaultSampler", "shuffle": False},
             "batch_size": 32,
         },  # fmt: skip
-        test_evaluator={"type": "NetMetric"},
+        test_evaluator={"type": "ToyMetric"},
         test_cfg={},
         default_hooks={
             "checkpoint": {"type": "CheckpointHook", "interval": 6, "by_epoch": False},
@@ -586,7 +546,7 @@ def test_adc_bits_from_a_config_are_calibrated_on_the_loops_data(tmp_path) -> No
     tester.test()
     first = unwrap(tester.model).net[0]
     first.eval()
-    data = _data(96, 1)
+    data = toy_data(96, 1)
     quantiles = []
     with torch.no_grad():  # the range: mean over batches of the 0.999 quantile of |output| (device.ADC)
         for start in (0, 32):

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 mmengine = pytest.importorskip(
     "mmengine", reason="the openmmlab extra is not installed (scripts/setup_openmmlab.sh .venv/bin/python)"
 )
 
-from mmengine.evaluator import BaseMetric  # noqa: E402
-from mmengine.model import BaseModel  # noqa: E402
-from mmengine.registry import METRICS  # noqa: E402
+from mm_toy import ToyNet, toy_data  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from cacim_core import export, quantized_layers  # noqa: E402
@@ -32,42 +29,6 @@ def _openmmlab():
         pytest.skip(f"mmdet/mmseg not importable ({exc}); run scripts/setup_openmmlab.sh .venv/bin/python")
 
 
-class ToyClassifier(BaseModel):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2))
-
-    def forward(self, inputs, labels, mode="tensor"):
-        logits = self.net(torch.stack(inputs))
-        labels = torch.stack(labels)
-        if mode == "loss":
-            return {"loss": F.cross_entropy(logits, labels)}
-        return [{"logits": row, "label": label} for row, label in zip(logits, labels, strict=True)]
-
-
-@METRICS.register_module(force=True)
-class ToyMetric(BaseMetric):
-    """Accuracy and cross-entropy (the latter moves with every noise draw)."""
-
-    def process(self, data_batch, data_samples) -> None:
-        self.results += [(s["logits"], s["label"]) for s in data_samples]
-
-    def compute_metrics(self, results) -> dict[str, float]:
-        logits = torch.stack([r[0] for r in results])
-        labels = torch.stack([r[1] for r in results])
-        return {
-            "acc": float((logits.argmax(1) == labels).float().mean() * 100),
-            "ce": float(F.cross_entropy(logits, labels)),
-        }
-
-
-def _toy_data(n: int, seed: int) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 4, generator=g)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    return [{"inputs": a, "labels": b} for a, b in zip(x, y, strict=True)]
-
-
 def _loader(data: list[dict], train: bool) -> dict:
     # InfiniteSampler for training: mmengine's iteration loop sleeps 2 s at every epoch end otherwise.
     sampler = (
@@ -81,12 +42,12 @@ def _loader(data: list[dict], train: bool) -> dict:
 def test_hook_quantizes_refits_and_tests_under_noise(tmp_path) -> None:
     torch.manual_seed(0)
     runner = Runner(
-        model=ToyClassifier(),
+        model=ToyNet(),
         work_dir=str(tmp_path),
-        train_dataloader=_loader(_toy_data(256, 0), True),
+        train_dataloader=_loader(toy_data(256, 0), True),
         train_cfg={"by_epoch": False, "max_iters": 40},
         optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9}},
-        test_dataloader=_loader(_toy_data(128, 1), False),
+        test_dataloader=_loader(toy_data(128, 1), False),
         test_evaluator={"type": "ToyMetric"},
         test_cfg={},
         default_hooks={"checkpoint": None, "logger": {"type": "LoggerHook", "interval": 1000}},
@@ -109,8 +70,8 @@ def test_hook_quantizes_refits_and_tests_under_noise(tmp_path) -> None:
     # The noise-free test metric is exactly the metric of the exported (plain, quantized) weights.
     plain = export(runner.model)
     with torch.no_grad():
-        x = torch.stack([d["inputs"] for d in _toy_data(128, 1)])
-        y = torch.stack([d["labels"] for d in _toy_data(128, 1)])
+        x = torch.stack([d["inputs"] for d in toy_data(128, 1)])
+        y = torch.stack([d["labels"] for d in toy_data(128, 1)])
         ce = float(F.cross_entropy(plain.net(x), y))
     assert metrics["ce"] == pytest.approx(ce, rel=1e-5)
 
@@ -139,12 +100,12 @@ def test_hook_evaluates_on_measured_conductances(tmp_path) -> None:
             "eval_noise_file": _conductances(tmp_path / f"g{std}.csv", std),
         }
         runner = Runner(
-            model=ToyClassifier(),
+            model=ToyNet(),
             work_dir=str(tmp_path / str(std)),
-            train_dataloader=_loader(_toy_data(256, 0), True),
+            train_dataloader=_loader(toy_data(256, 0), True),
             train_cfg={"by_epoch": False, "max_iters": 30},
             optim_wrapper={"optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9}},
-            test_dataloader=_loader(_toy_data(128, 1), False),
+            test_dataloader=_loader(toy_data(128, 1), False),
             test_evaluator={"type": "ToyMetric"},
             test_cfg={},
             default_hooks={"checkpoint": None, "logger": {"type": "LoggerHook", "interval": 1000}},
@@ -173,9 +134,9 @@ def test_hook_rejects_bad_measured_setup(tmp_path) -> None:
 
 def test_hook_rejects_patterns_that_match_nothing(tmp_path) -> None:
     runner = Runner(
-        model=ToyClassifier(),
+        model=ToyNet(),
         work_dir=str(tmp_path),
-        test_dataloader=_loader(_toy_data(32, 1), False),
+        test_dataloader=_loader(toy_data(32, 1), False),
         test_evaluator={"type": "ToyMetric"},
         test_cfg={},
         default_hooks={"checkpoint": None},
