@@ -64,3 +64,31 @@ def test_all_specs_render_without_results(tmp_path):
     for name in ("table1", "table2", "table3", "table3_ptq", "delta"):
         md, _, _ = render(load_spec(name), "smoke", tmp_path / "none", tmp_path / "out")
         assert "not run" in md.read_text()
+
+
+def test_resolution_line_is_the_median_t_half_width_per_gap_metric(tmp_path):
+    """Top-5's tight intervals must not flatter top-1's: one median per metric, each against scipy."""
+    results = tmp_path / "results"
+    top1 = {"lloyd": [2.0, 3.0, 7.0], "uniform": [3.0, 3.5, 4.5], "log2": [1.0, 5.0, 2.0]}
+    for method, gaps in top1.items():
+        for seed, gap in enumerate(gaps):
+            record = make_record(f"{method}{seed}", experiment="toy", scale="proxy", seed=seed, method=method)
+            record.metrics.update(gap_top1=Metric(gap), gap_top5=Metric(gap / 10))
+            write_record(results, record)
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="toy",
+        reference=None,
+        columns=(Column("Gap", ("gap_top1", "gap_top5")),),
+        rows=tuple(Row(m, {"method": m}) for m in top1),
+    )
+    text = render(spec, "proxy", results, tmp_path / "out")[0].read_text()
+
+    def half(values):
+        return stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+
+    want1 = statistics.median(half(g) for g in top1.values())
+    want5 = statistics.median(half([x / 10 for x in g]) for g in top1.values())
+    line = next(x for x in text.splitlines() if "Resolution" in x)
+    assert f"top1 {want1:.2f} pt over 3 cells; top5 {want5:.2f} pt over 3 cells" in line
