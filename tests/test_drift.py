@@ -21,3 +21,24 @@ def test_drift_smoke_run_and_render(tmp_path):
     assert {p.name for p in paths} == {"drift.png", "drift.pdf", "drift.md", "drift.csv"}
     text = (tmp_path / "tab" / "smoke" / "drift.md").read_text()
     assert "from 1 s to 1 day" in text and "n=2 seeds" in text
+
+
+def test_versus_is_the_paired_t_interval_by_seed():
+    """lloyd_noise minus lloyd+NATS at one day, compensated, paired by seed: against scipy's paired t."""
+    import pandas as pd
+    from scipy import stats
+
+    aware, nats = [90.0, 88.5, 91.0, 89.0], [89.0, 88.0, 89.5, 88.7]
+    rows = [
+        dict(method=m, noise_train=n, levels=4, t=drift.DAY, compensation=True, seed=s, mean=v)
+        for m, n, values in (("lloyd_noise", 0.0, aware), ("lloyd", 0.02, nats))
+        for s, v in enumerate(values)
+    ]
+    rows.append({**rows[0], "compensation": False, "mean": 10.0})  # uncompensated points are not compared
+    lines = drift.versus(pd.DataFrame(rows))
+    assert len(lines) == 1
+    diffs = [a - b for a, b in zip(aware, nats, strict=True)]
+    lo, hi = stats.t.interval(0.95, len(diffs) - 1, loc=sum(diffs) / 4, scale=stats.sem(diffs))
+    assert f"lloyd_noise (NATS 0%) vs lloyd (NATS 2%), 4L, 1 day(s): +{sum(diffs) / 4:.2f} pt" in lines[0]
+    assert f"95% CI {lo:+.2f}..{hi:+.2f}, n=4 seeds" in lines[0]
+    assert lines[0].endswith("lloyd_noise (NATS 0%) higher" if lo > 0 else "no detectable difference")
