@@ -113,34 +113,41 @@ def versus(sweeps: pd.DataFrame, times: tuple[float, ...] = (DAY, 365 * DAY)) ->
 
 
 def plot(frame: pd.DataFrame, scale: str, path_stem: Path) -> list[Path]:
+    """Rows: with / without drift compensation (each its own y range: compensated curves differ by tenths
+    of a point, uncompensated ones fall to chance); columns: level counts. Colour: quantizer; dashed:
+    trained with NATS."""
     levels = sorted(frame["levels"].unique())
-    fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels), 4.2), squeeze=False, sharey=True)
-    for ax, v in zip(axes[0], levels, strict=True):
-        for (method, noise), group in frame[frame["levels"] == v].groupby(["method", "noise_train"]):
-            color = None
-            for comp, curve in group.groupby("compensation"):
+    comps = sorted(frame["compensation"].unique(), reverse=True)
+    fig, axes = plt.subplots(
+        len(comps), len(levels), figsize=(4.6 * len(levels), 3.6 * len(comps)), squeeze=False, sharey="row"
+    )
+    for row, comp in zip(axes, comps, strict=True):
+        for ax, v in zip(row, levels, strict=True):
+            part = frame[(frame["levels"] == v) & (frame["compensation"] == comp)]
+            for (method, noise), curve in part.groupby(["method", "noise_train"]):
                 curve = curve.sort_values("t")
-                label = f"{style.label(method)}, NATS {noise:.0%}" + ("" if comp else " (no comp.)")
-                line = ax.plot(
+                color = style.color(method)
+                ax.plot(
                     curve["t"],
                     curve["top1"],
-                    ls="-" if comp else "--",
+                    ls="--" if noise else "-",
                     marker="o",
                     ms=3,
-                    label=label,
                     color=color,
-                )[0]
-                color = line.get_color()
+                    label=f"{style.label(method)}, NATS {noise:.0%}",
+                )
                 band = curve["ci95"].fillna(0)
                 ax.fill_between(
-                    curve["t"], curve["top1"] - band, curve["top1"] + band, color=color, alpha=0.15
+                    curve["t"], curve["top1"] - band, curve["top1"] + band, color=color, alpha=0.12
                 )
-        ax.set_xscale("log")
+            ax.set_xscale("log")
+            ax.set_title(f"{v} levels, {'with' if comp else 'without'} drift compensation", fontsize=9)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("top-1 (%)")
+    for ax in axes[-1]:
         ax.set_xlabel("time after programming (s)")
-        ax.set_title(f"{v} levels", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("top-1 (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     seeds, chips = int(frame["seeds"].max()), int(frame["chips"].max())
     band = f"95% CI over {seeds} seeds" if seeds >= 2 else "one seed: no interval"
     fig.suptitle(
@@ -148,7 +155,7 @@ def plot(frame: pd.DataFrame, scale: str, path_stem: Path) -> list[Path]:
         f"{chips} chips per seed",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return style.save(fig, path_stem.parent, path_stem.name)
 
 
