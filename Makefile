@@ -64,7 +64,7 @@ compare: $(if $(filter table4 table4_one_stage table5,$(TABLE)),setup,core)
 
 .PHONY: robustness
 # Accuracy vs test-time noise, ADC bits, stuck devices and crossbar tile size (README: Beyond the paper);
-# figures/out/robustness*.png/.pdf and robustness.csv
+# figures/out/<scale>/robustness*.png/.pdf and robustness.csv
 robustness: core
 	$(RUN) robustness $(RUN_FLAGS)
 	$(VPY) -m figures.robustness --scale $(SCALE)

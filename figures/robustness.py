@@ -1,7 +1,7 @@
 """Robustness curves from the results store: top-1 vs test-time weight noise, ADC bits, stuck devices and
 crossbar tile size.
 
-`python -m figures.robustness --scale proxy` writes figures/out/robustness.{png,pdf} (noise), one
+`python -m figures.robustness --scale proxy` writes figures/out/<scale>/robustness.{png,pdf} (noise), one
 robustness_<axis>.{png,pdf} per other axis (adc, stuck, tile, tile_adc) and robustness.csv (every plotted
 point, its band, seeds and draws). Rows: Lloyd at each training noise and with HA-SGD; every quantizer
 trained at the comparison noise. Columns: 3, 4, 8 levels. Bands: 95% CI over seeds, or +- std over one
@@ -200,7 +200,7 @@ def render(
             f"run `make robustness SCALE={scale}` first"
         )
     fp = float(load("robustness", scale, results)["fp_top1"].mean())
-    out = Path(out)
+    out = Path(out) / scale  # per scale, like the tables: a smoke run never replaces proxy curves
     out.mkdir(parents=True, exist_ok=True)
     written, tables = [], []
     for axis in AXES:

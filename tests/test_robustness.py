@@ -89,7 +89,8 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
         ]
     )
     assert all(p.stat().st_size > 1000 for p in paths if p.suffix != ".csv")
-    with open(tmp_path / "out" / "robustness.csv") as f:
+    assert {p.parent for p in paths} == {tmp_path / "out" / "smoke"}  # outputs are per scale
+    with open(tmp_path / "out" / "smoke" / "robustness.csv") as f:
         rows = list(csv.DictReader(f))
     # per curve: noise 0 and 5%, ADC 3 bits, 2% stuck, and each tile axis at 64 and the whole layer
     assert len(rows) == 4 * 8 and {r["axis"] for r in rows} == {"noise", "adc", "stuck", "tile", "tile_adc"}

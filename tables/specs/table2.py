@@ -17,7 +17,7 @@ SPEC = TableSpec(
         Row("Ours (fine tuning)", {**_VGG, "method": "lloyd", "init": "pretrained"}),
     ),
     notes=(
-        "Ours: mean ± std over independently trained seeds (the paper: five trials).",
+        "Ours: mean ± 95% CI over independently trained seeds (the paper: mean ± std over five trials).",
         "FP (paper, quoted) is the caption's 89.62 for every row; a from-scratch row's FP is the float model "
         "trained with the same recipe.",
         "LAT is quoted only: its proximal-Newton training is not implemented here.",
