@@ -202,18 +202,14 @@ def test_paper_recipe_builds(table, tmp_path):
         assert model.eval()(x[:2]).shape == (2, data.num_classes)
 
 
+def _one_twn_cell(results) -> list[str]:
+    """CLI arguments of the smallest smoke run: Table 2's single TWN cell."""
+    cell = ["run", "table2", "--scale", "smoke", "--methods", "twn"]
+    return [*cell, "--results", str(results), "--no-progress"]
+
+
 def test_stale_record_is_reported_not_skipped(tmp_path, capsys):
-    args = [
-        "run",
-        "table2",
-        "--scale",
-        "smoke",
-        "--methods",
-        "twn",
-        "--results",
-        str(tmp_path),
-        "--no-progress",
-    ]
+    args = _one_twn_cell(tmp_path)
     assert main(args) == 0
     (path,) = (tmp_path / "table2" / "smoke").glob("*.json")
     record = json.loads(path.read_text())
@@ -347,17 +343,7 @@ def test_workers_and_submitit_local_launcher(tmp_path, capsys):
 
 
 def test_bf16_autocast_and_channels_last_are_recorded(tmp_path):
-    args = [
-        "run",
-        "table2",
-        "--scale",
-        "smoke",
-        "--methods",
-        "twn",
-        "--results",
-        str(tmp_path),
-        "--no-progress",
-    ]
+    args = _one_twn_cell(tmp_path)
     assert main([*args, "--amp", "bf16", "--channels-last"]) == 0
     (record,) = load_records(tmp_path)
     assert record.precision == "bf16-autocast+channels_last" and 0 <= record.metrics["top1"].mean <= 100

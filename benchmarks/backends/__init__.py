@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,13 @@ def produce_once(path: Path, ctx: Context, produce: Callable[[], None], poll_s: 
 
 def recipe_hash(recipe: object) -> str:
     return hashlib.sha256(repr(recipe).encode()).hexdigest()[:8]
+
+
+def trained_float_key(cell: Cell, fingerprint: str) -> str:
+    """The store key of the float model trained for (model, data, float recipe, seed), in both backends:
+    cells and experiments that share it share the model. Model names may hold spaces and "/"."""
+    key = f"{cell.model}-{cell.dataset}-{fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", key)
 
 
 def gap_metrics(name: str, fp: float, result: Metric) -> dict[str, Metric]:

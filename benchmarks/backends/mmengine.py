@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import copy
 import numbers
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, recipe_hash
+from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, trained_float_key
 from benchmarks.experiments import Cell, MMRecipe
 from benchmarks.openmmlab.voc_shapes import write_voc_shapes
 from benchmarks.results import (
@@ -230,8 +229,7 @@ class MMEngine:
     def _float_cache(self, cell: Cell, ctx: Context) -> Path:
         """Where the float model of this (model, data, float recipe, seed) is cached: its float key."""
         _, fingerprint = self._data(cell, ctx)
-        key = f"{cell.model}-{cell.dataset}-{fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
-        return float_path(ctx.results, ctx.scale, re.sub(r"[^A-Za-z0-9_-]+", "_", key))
+        return float_path(ctx.results, ctx.scale, trained_float_key(cell, fingerprint))
 
     def float_model(self, cell: Cell, ctx: Context) -> tuple[Path, dict[str, float]]:
         """Train (or reuse, or resume) the float model: (checkpoint path, float metrics in percent)."""

@@ -17,7 +17,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, recipe_hash
+from benchmarks.backends import (
+    Context,
+    Outcome,
+    SetupError,
+    gap_metrics,
+    produce_once,
+    recipe_hash,
+    trained_float_key,
+)
 from benchmarks.data import DataBundle, load_data, make_loader
 from benchmarks.experiments import Cell, Condition, Recipe
 from benchmarks.models import build_model, load_weights
@@ -242,7 +250,7 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     elif cell.fp_recipe is None:
         raise SetupError(missing_weights_message(ctx, cell))
     else:
-        key = f"{cell.model}-{cell.dataset}-{data.fingerprint}-{recipe_hash(cell.fp_recipe)}-s{cell.seed}"
+        key = trained_float_key(cell, data.fingerprint)
     cache = float_path(ctx.results, ctx.scale, key)
 
     def produce() -> None:

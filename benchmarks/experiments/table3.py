@@ -18,8 +18,9 @@ PAPER = Recipe(
     refit_threshold=0.1,
 )
 # Proxy (ours): synth32 with Table 1's proxy recipes (T = 0.1 as the paper's Table 3); 3 seeds, each its own
-# float model: about 50 min of CPU on 2 workers, median 95% CI half-width about 2 pt on ResNet-18b (measured
-# SD 0.8 pt over 3 seeds) and far wider on the ResNet-50b 3-level cells: the proxy's time/resolution trade.
+# float model. Measured (`make table3`, 2 workers, this 2-core CPU): 56 min 40 s wall, 95 CPU-minutes; median
+# 95% CI half-width of the top-1 gaps 1.65 pt over 43 cells, far wider on the ResNet-50b 3-level cells (their
+# seeds spread over 5-22 pt): the proxy's time/resolution trade, neither goal (30 min, 0.5 pt) held.
 PROXY = replace(TABLE1_FT, refit_threshold=0.1)
 PROXY_FP = TABLE1_FP
 SETUPS = {
