@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from benchmarks.experiments import SCALES
 from figures import fig2, fig3, fig4, style
 from figures.context import DEFAULT_CONDUCTANCES, Context, Rendered
 
@@ -21,17 +17,11 @@ FIGURES: dict[str, Callable[[Context], Rendered]] = {
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
-    parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
+    parser = style.common_parser("python -m figures", __doc__)
     parser.add_argument("figure", nargs="?", default="all", choices=[*FIGURES, "all"])
-    parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
-    parser.add_argument("--out", type=Path, default=Path("figures/out"), help="where PNG and PDF files go")
-    parser.add_argument(
-        "--scale", default="proxy", choices=SCALES, help="which scale's records to plot"
-    )
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        default=None,
         help="state_dict .pt for Figures 2 and 4(a) (default: newest float model in --results)",
     )
     parser.add_argument(
@@ -61,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
             not_drawn.append(name)
             continue
         paths = style.save(rendered.figure, ctx.out, name)
-        plt.close(rendered.figure)
         print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
     if not_drawn:
         print(f"not drawn (no measured inputs yet): {', '.join(not_drawn)}", file=sys.stderr)

@@ -12,30 +12,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from benchmarks.results import atomic_write, load_sweeps  # noqa: E402
-from benchmarks.stats import paired_difference, t_interval  # noqa: E402
-from cacim_core.noise import parse  # noqa: E402
-from figures import style  # noqa: E402
+from benchmarks.results import atomic_write
+from benchmarks.stats import paired_difference, t_interval
+from cacim_core.noise import parse
+from figures import store, style
 
 DAY = 86_400.0
-
 
 KEYS = ["method", "levels", "noise_train", "compensation"]
 
 
 def per_seed(results: str | Path, scale: str) -> pd.DataFrame:
     """Top-1 per (cell, seed, compensation, t), the chips (noise draws) of a seed already averaged."""
-    sweeps = load_sweeps("drift", scale, results)
-    if sweeps.empty:
-        raise FileNotFoundError(
-            f"no drift results at scale {scale} under {results}/: run `make drift SCALE={scale}`"
-        )
+    sweeps = store.sweeps("drift", scale, results)
     sweeps = sweeps[sweeps["metric"] == "top1"].copy()
     models = [parse(spec) for spec in sweeps["test_noise"]]
     sweeps["t"] = [m.t for m in models]

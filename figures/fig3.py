@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from benchmarks.experiments.fig3 import PAIRS, Pair
-from benchmarks.results import Record
+from benchmarks.results import Record, load_records
 from figures import store, style
 from figures.context import Context, Missing, Rendered
 
@@ -40,15 +40,14 @@ def ours_bar(pair: Pair, records: list[Record]) -> Bar:
         and not r.noise_eval_file
     ]
     exact = [r for r in noisy if abs(r.noise_train - pair.noise) < 1e-9]
-    cell = store.same_cell(exact or noisy)
-    found = store.gap(cell, pair.metric) if cell else None
+    found = store.gap(exact or noisy, pair.metric)
     name = f"{pair.levels}L {pair.model_label} | Ours w/ {pair.noise:.0%} noise"
     if found is None:
         return Bar(name, "lloyd", None)
-    delta = cell[0].noise_train
+    delta = found.record.noise_train
     if not exact:
         name = f"{pair.levels}L {pair.model_label} | Ours w/ {delta:.0%} noise (paper: {pair.noise:.0%})"
-    return Bar(name, "lloyd", found.value, found.std, dataset=cell[0].dataset)
+    return Bar(name, "lloyd", found.value, found.std, dataset=found.record.dataset)
 
 
 def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
@@ -63,8 +62,7 @@ def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
         and r.noise_eval == 0
         and (dataset is None or r.dataset == dataset)  # a gap on other data is no comparison
     ]
-    cell = store.same_cell(clean)
-    found = store.gap(cell, pair.metric) if cell else None
+    found = store.gap(clean, pair.metric)
     star = "*" if pair.other_first_last == "fp" else ""
     name = f"{pair.levels}L {pair.model_label} | {style.label(pair.other)}{star} w/o noise"
     if found is None:
@@ -106,7 +104,7 @@ def plot(bars: list[Bar], scale: str) -> Figure:
 
 
 def render(ctx: Context) -> Rendered:
-    records = store.load_records(ctx.results, scale=ctx.scale)
+    records = load_records(ctx.results, scale=ctx.scale)
     missing = Missing()
     bars = []
     for pair in PAIRS:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from benchmarks.experiments.fig4b import SIMULATED_DELTA
 from benchmarks.layers import Layer, load_layer
-from benchmarks.results import Record
+from benchmarks.results import Record, load_records
 from cacim_core import quantizers
 from cacim_core.device import ConductanceMap
 from cacim_core.measured import MeasuredConductances
@@ -134,8 +134,8 @@ def gap_table(records: list[Record]) -> dict[tuple[str, str], store.Gap | None]:
     for group in GROUPS:
         cell = store.select(records, model=group.family, levels=group.levels)
         for wtype in WEIGHT_TYPES:
-            same = store.same_cell([r for r in cell if weight_type(r) == wtype.key])
-            table[group.label, wtype.key] = store.gap(same, group.metric) if same else None
+            same = [r for r in cell if weight_type(r) == wtype.key]
+            table[group.label, wtype.key] = store.gap(same, group.metric)
     return table
 
 
@@ -197,7 +197,7 @@ def render(ctx: Context) -> Rendered:
             "pass --conductances FILE with real measurements",
             file=sys.stderr,
         )
-    records = store.load_records(ctx.results, experiment=EXPERIMENT, scale=ctx.scale)
+    records = load_records(ctx.results, EXPERIMENT, ctx.scale)
     table = gap_table(records)
     for group in GROUPS:
         for wtype in WEIGHT_TYPES:

@@ -16,18 +16,15 @@ import re
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from benchmarks.experiments.robustness import COMPARE_NOISE  # noqa: E402
-from benchmarks.results import atomic_write, load, load_sweeps  # noqa: E402
-from benchmarks.stats import t_interval  # noqa: E402
-from cacim_core import quantizers  # noqa: E402
-from cacim_core.noise import parse  # noqa: E402
-from figures import style  # noqa: E402
+from benchmarks.experiments.robustness import COMPARE_NOISE
+from benchmarks.results import atomic_write, load
+from benchmarks.stats import t_interval
+from cacim_core import quantizers
+from cacim_core.noise import parse
+from figures import store, style
 
 AXES = {
     "noise": "test-time weight noise delta (%)",
@@ -102,15 +99,16 @@ def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
         rows.append(
             {
                 "curve": curve,
+                "method": first["method"],
+                "levels": first["levels"],
+                "noise_train": first["noise_train"],
+                "noise_samples": first["noise_samples"],
+                "axis": axis,
                 "x": x,
                 "top1": interval.mean,
                 "band": band,
                 "seeds": interval.n,
                 "draws": int(first["n"]),
-                "method": first["method"],
-                "levels": first["levels"],
-                "noise_train": first["noise_train"],
-                "noise_samples": first["noise_samples"],
             }
         )
     return pd.DataFrame(rows)
@@ -185,23 +183,15 @@ def plot(
         fontsize=10,
     )
     fig.tight_layout()
-    written = style.save(fig, stem.parent, stem.name)
-    plt.close(fig)
-    return written, points.assign(axis=axis)
+    return style.save(fig, stem.parent, stem.name), points
 
 
 def render(
     results: str | Path = "results", scale: str = "proxy", out: str | Path = "figures/out"
 ) -> list[Path]:
-    sweeps = load_sweeps("robustness", scale, results)
-    if sweeps.empty:
-        raise FileNotFoundError(
-            f"no robustness results at scale {scale} under {results}/: "
-            f"run `make robustness SCALE={scale}` first"
-        )
+    sweeps = store.sweeps("robustness", scale, results)
     fp = float(load("robustness", scale, results)["fp_top1"].mean())
     out = Path(out) / scale  # per scale, like the tables: a smoke run never replaces proxy curves
-    out.mkdir(parents=True, exist_ok=True)
     written, tables = [], []
     for axis in AXES:
         if select(sweeps, axis).empty:  # records from before this axis: the others are still drawn
@@ -215,22 +205,8 @@ def render(
         more, points = plot(sweeps, fp, axis, scale, out / stem)
         written += more
         tables.append(points)
-    table = pd.concat(tables)[
-        [
-            "curve",
-            "method",
-            "levels",
-            "noise_train",
-            "noise_samples",
-            "axis",
-            "x",
-            "top1",
-            "band",
-            "seeds",
-            "draws",
-        ]
-    ]
-    return written + [atomic_write(out / "robustness.csv", table.to_csv(index=False, float_format="%.3f"))]
+    table = pd.concat(tables).to_csv(index=False, float_format="%.3f")  # columns in the order `curves` gives
+    return written + [atomic_write(out / "robustness.csv", table)]
 
 
 def main(argv: list[str] | None = None) -> int:

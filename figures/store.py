@@ -11,13 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.results import Record
-from benchmarks.results import load_records as _load
+from benchmarks.results import Record, load_sweeps
 from benchmarks.stats import t_interval
-
-
-def load_records(root: str | Path = "results", experiment: str | None = None, scale: str | None = None):
-    return _load(root, experiment, scale)
 
 
 def model_family(name: str) -> str:
@@ -44,15 +39,17 @@ class Gap:
 
 
 def gap(records: list[Record], metric: str) -> Gap | None:
-    """The `metric` gap of one cell over its seeds (records as `same_cell` returns them)."""
-    values = [r.metrics[f"gap_{metric}"] for r in records if f"gap_{metric}" in r.metrics]
+    """The `metric` gap over the seeds of the most recently finished cell among `records` (several cells:
+    show the newest); None when that cell has no finite gap."""
+    cell = same_cell(records)
+    values = [r.metrics[f"gap_{metric}"] for r in cell if f"gap_{metric}" in r.metrics]
     values = [m for m in values if math.isfinite(m.mean)]
     if not values:
         return None
     if len(values) == 1:
-        return Gap(values[0].mean, values[0].std, 1, records[0])
+        return Gap(values[0].mean, values[0].std, 1, cell[0])
     interval = t_interval([m.mean for m in values])
-    return Gap(interval.mean, interval.half, interval.n, records[0])
+    return Gap(interval.mean, interval.half, interval.n, cell[0])
 
 
 def select(records: Iterable[Record], **wanted: object) -> list[Record]:
@@ -70,7 +67,7 @@ def _field_matches(record: Record, key: str, value: object) -> bool:
 
 
 def same_cell(records: list[Record]) -> list[Record]:
-    """Every seed of the most recently finished cell among `records` (several cells: show the newest)."""
+    """Every seed of the most recently finished cell among `records`."""
     if not records:
         return []
     newest = max(records, key=lambda r: r.finished_at)
@@ -79,3 +76,14 @@ def same_cell(records: list[Record]) -> list[Record]:
         return r.experiment, r.cell.replace(f"-s{r.seed}", "-s*", 1)
 
     return [r for r in records if key(r) == key(newest)]
+
+
+def sweeps(experiment: str, scale: str, results: str | Path):
+    """`load_sweeps` as a DataFrame; FileNotFoundError naming the `make` target when the store has none."""
+    found = load_sweeps(experiment, scale, results)
+    if found.empty:
+        raise FileNotFoundError(
+            f"no {experiment} results at scale {scale} under {results}/: "
+            f"run `make {experiment} SCALE={scale}` first"
+        )
+    return found

@@ -84,7 +84,7 @@ def label(method: str) -> str:
 
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write `name.png` and `name.pdf` atomically (tmp file + os.replace) and return their paths."""
+    """Write `name.png` and `name.pdf` atomically (tmp file + os.replace), close `fig`, return the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -97,7 +97,19 @@ def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
         finally:
             tmp.unlink(missing_ok=True)
         written.append(final)
+    plt.close(fig)
     return written
+
+
+def common_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options of every figure command: --scale --results --out."""
+    from benchmarks.experiments import SCALES
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--scale", default="proxy", choices=SCALES, help="which scale's records to plot")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
+    parser.add_argument("--out", type=Path, default=Path("figures/out"), help="where PNG and PDF files go")
+    return parser
 
 
 def cli(
@@ -105,14 +117,9 @@ def cli(
 ) -> int:
     """The command line of the modules that render one result set: --scale --results --out [--tables];
     exit 2 with one line when the store lacks what they read."""
-    from benchmarks.experiments import SCALES
-
-    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
-    parser.add_argument("--scale", default="proxy", choices=SCALES)
-    parser.add_argument("--results", default="results")
-    parser.add_argument("--out", default="figures/out")
+    parser = common_parser(prog, doc.split("\n\n")[0])
     if tables:
-        parser.add_argument("--tables", default="tables/out")
+        parser.add_argument("--tables", type=Path, default=Path("tables/out"), help="where tables go")
     args = parser.parse_args(argv)
     try:
         for path in render(args.results, args.scale, args.out, *((args.tables,) if tables else ())):

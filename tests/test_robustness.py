@@ -19,7 +19,7 @@ from benchmarks.experiments.robustness import (
     TILE_NOISE,
     TILES,
 )
-from benchmarks.results import Record, write_record
+from benchmarks.results import Record, load_sweeps, write_record
 from cacim_core import quantizers
 from figures import robustness
 
@@ -107,7 +107,7 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
 
 def test_tile_figure_draws_the_tile_axis(smoke_store, tmp_path):
     """One panel per (family, levels) with the tile sizes evenly spaced and the whole layer last."""
-    sweeps = robustness.load_sweeps("robustness", "smoke", smoke_store[0])
+    sweeps = load_sweeps("robustness", "smoke", smoke_store[0])
     written, points = robustness.plot(sweeps, 90.0, "tile", "smoke", tmp_path / "tile")
     assert {p.suffix for p in written} == {".png", ".pdf"}
     assert sorted(points["x"].unique()) == [64.0, robustness.WHOLE]
