@@ -52,20 +52,20 @@ WEIGHT_TYPES = (
 
 @dataclass(frozen=True)
 class Group:
-    """One group of bars in Figure 4(b) and what produces its records."""
+    """One group of bars in Figure 4(b)."""
 
     family: str
     label: str
     metric: str
     levels: int
-    make_target: str
 
 
 GROUPS = tuple(
-    Group(family, f"{levels}L {label}", metric, levels, "make fig4b-results")
+    Group(family, f"{levels}L {label}", metric, levels)
     for family, label, metric in (("resnet18", "ResNet-18b", "top1"), ("ssd", "SSD", "mAP"))
     for levels in (4, 8)
 )
+MAKE_TARGET = "make fig4b-results"  # produces every group's records
 
 
 def layer_conductances(layer: Layer, levels: int = LEVELS) -> Tensor:
@@ -103,22 +103,13 @@ def plot_distribution(
         min(simulated.min(), sampled.min()).item(), max(simulated.max(), sampled.max()).item(), BINS
     )
     kind = "example file, generated not measured" if generated else "measured"
-    for values, key, text in (
-        (
-            simulated,
-            "simulated",
-            f"simulated: Gaussian, sigma = {sigma:.2f} uS (delta = {SIMULATED_DELTA:.0%})",
-        ),
-        (sampled, "measured", f"measured model ({kind}): sigma = {measured.std.mean().item():.2f} uS"),
-    ):
-        ax.hist(
-            values.numpy(),
-            bins=edges,
-            histtype="stepfilled",
-            alpha=0.45,
-            color=style.WEIGHT_TYPE_COLORS[key],
-            label=text,
-        )
+    labels = {
+        "simulated": f"simulated: Gaussian, sigma = {sigma:.2f} uS (delta = {SIMULATED_DELTA:.0%})",
+        "measured": f"measured model ({kind}): sigma = {measured.std.mean().item():.2f} uS",
+    }
+    for key, values in (("simulated", simulated), ("measured", sampled)):
+        color = style.WEIGHT_TYPE_COLORS[key]
+        ax.hist(values.numpy(), bins=edges, histtype="stepfilled", alpha=0.45, color=color, label=labels[key])
     for level in g.unique().tolist():
         ax.axvline(level, color="black", linestyle=":", linewidth=0.7)
     ax.set_xlabel("differential conductance G = G+ - G- (uS)")
@@ -197,11 +188,9 @@ def render(ctx: Context) -> Rendered:
             "pass --conductances FILE with real measurements",
             file=sys.stderr,
         )
-    records = load_records(ctx.results, EXPERIMENT, ctx.scale)
-    table = gap_table(records)
+    table = gap_table(load_records(ctx.results, EXPERIMENT, ctx.scale))
     for group in GROUPS:
         for wtype in WEIGHT_TYPES:
             if table[group.label, wtype.key] is None:
-                what = f"{ctx.scale} {EXPERIMENT} record: {group.label}, {wtype.label}"
-                missing.add(what, group.make_target)
+                missing.add(f"{ctx.scale} {EXPERIMENT} record: {group.label}, {wtype.label}", MAKE_TARGET)
     return Rendered(plot(layer, measured, generated, table, ctx.scale), missing)

@@ -166,10 +166,9 @@ def plot(
                 ax.set_xticks(range(len(ticks)), ticks)
             ax.set_title(f"{v} levels: {title}", fontsize=9)
             ax.set_xlabel(AXES[axis])
+            ax.set_ylabel("top-1 (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
-        axes[0][col].set_ylabel("top-1 (%)")
-        axes[1][col].set_ylabel("top-1 (%)")
     seeds, draws = int(points["seeds"].max()), int(points["draws"].max())
     band = (
         f"band: 95% CI over {seeds} seeds"

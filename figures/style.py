@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from benchmarks.results import atomic_write  # noqa: E402
 
 #: A method has the same colour in every figure (Okabe-Ito / tab palette, readable in greyscale print).
 METHOD_COLORS: dict[str, str] = {
@@ -84,19 +86,12 @@ def label(method: str) -> str:
 
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write `name.png` and `name.pdf` atomically (tmp file + os.replace), close `fig`, return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write `name.png` and `name.pdf` atomically, close `fig`, return the paths."""
     written = []
     for fmt in ("png", "pdf"):
-        final = out_dir / f"{name}.{fmt}"
-        tmp = out_dir / f".{name}.{os.getpid()}.tmp.{fmt}"
-        try:
-            fig.savefig(tmp, format=fmt)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(final)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt)
+        written.append(atomic_write(Path(out_dir) / f"{name}.{fmt}", buffer.getbuffer()))
     plt.close(fig)
     return written
 

@@ -7,10 +7,11 @@ worked example (4-level ResNet-18b, first conv) and a measured std of 0.32 uS. R
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.results import atomic_write
 
 TARGETS_US = (-10.36, -0.57, 4.52, 15.75)  # G = G+ - G- of the paper's worked example (section 4.4)
 STD_US = 0.32  # "the standard deviation of the measured G is 0.32 uS"
@@ -31,9 +32,7 @@ def main() -> None:
         ",".join(f"{t:g}" for t in TARGETS_US),
         *(",".join(f"{column[i]:.3f}" for column in columns) for i in range(SAMPLES_PER_LEVEL)),
     ]
-    tmp = OUT.with_suffix(".csv.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, OUT)
+    atomic_write(OUT, "\n".join(lines) + "\n")
     print(f"wrote {OUT}")
 
 
