@@ -31,11 +31,7 @@ class Missing:
         self.items.append((what, make_target))
 
     def lines(self, figure: str) -> list[str]:
-        return [f"{figure}: missing {what} -> {_how(target)}" for what, target in self.items]
-
-
-def _how(target: str) -> str:
-    return f"run `{target}`" if target.startswith("make ") else target
+        return [f"{figure}: missing {what} -> run `{target}`" for what, target in self.items]
 
 
 @dataclass

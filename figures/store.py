@@ -1,4 +1,4 @@
-"""Read-only access to the results store for the figures: selecting typed records and their gaps.
+"""Read-only access to the results store for the figures: selecting typed records, their gaps, sweeps.
 
 Figures never train. A bar is the mean over the training seeds of one cell (95% CI when there are several;
 with one seed, the spread of its noise draws, labelled as such).
@@ -31,11 +31,7 @@ class Gap:
     value: float
     std: float  # 95% CI half-width over seeds (n >= 2), else the std over one model's noise draws
     n: int  # training seeds
-    record: Record
-
-    @property
-    def label(self) -> str:
-        return f"95% CI, n={self.n} seeds" if self.n >= 2 else "1 run, sd over noise draws"
+    record: Record  # the cell's first record (the fields its seeds share)
 
 
 def gap(records: list[Record], metric: str) -> Gap | None:
