@@ -17,39 +17,24 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from benchmarks.results import atomic_write  # noqa: E402
 
-#: A method has the same colour in every figure (Okabe-Ito / tab palette, readable in greyscale print).
-METHOD_COLORS: dict[str, str] = {
-    "lloyd": "#D55E00",
-    "uniform": "#0072B2",
-    "uniform_maxabs": "#56B4E9",
-    "log2": "#009E73",
-    "ttq": "#CC79A7",
-    "twn": "#E69F00",
-    "lqnet": "#7F3C8D",
-    "apot": "#11A579",
-    "hefan": "#3969AC",
-    "lsq": "#80BA5A",
-    "yang": "#A5AA99",
-    "admm": "#6F4E37",
-    "lat": "#F2B701",
+#: method -> (colour, label). A method has the same colour in every figure (Okabe-Ito / tab palette, readable
+#: in greyscale print).
+METHODS: dict[str, tuple[str, str]] = {
+    "lloyd": ("#D55E00", "Lloyd / GDQ (ours)"),
+    "uniform": ("#0072B2", "uniform (MSE-optimal step)"),
+    "uniform_maxabs": ("#56B4E9", "uniform (max-abs)"),
+    "log2": ("#009E73", "log2 (INQ-style)"),
+    "ttq": ("#CC79A7", "TTQ"),
+    "twn": ("#E69F00", "TWN"),
+    "lqnet": ("#7F3C8D", "LQ-Net"),
+    "apot": ("#11A579", "APoT"),
+    "hefan": ("#3969AC", "He & Fan"),
+    "lsq": ("#80BA5A", "LSQ"),
+    "yang": ("#A5AA99", "Yang et al."),
+    "admm": ("#6F4E37", "ADMM"),
+    "lat": ("#F2B701", "LAT"),
 }
 FALLBACK_COLOR = "#555555"
-
-METHOD_LABELS: dict[str, str] = {
-    "lloyd": "Lloyd / GDQ (ours)",
-    "uniform": "uniform (MSE-optimal step)",
-    "uniform_maxabs": "uniform (max-abs)",
-    "log2": "log2 (INQ-style)",
-    "ttq": "TTQ",
-    "twn": "TWN",
-    "lqnet": "LQ-Net",
-    "apot": "APoT",
-    "hefan": "He & Fan",
-    "lsq": "LSQ",
-    "yang": "Yang et al.",
-    "admm": "ADMM",
-    "lat": "LAT",
-}
 
 #: Figure 4 compares weight types, not methods: their own fixed colours.
 WEIGHT_TYPE_COLORS: dict[str, str] = {
@@ -78,11 +63,11 @@ plt.rcParams.update(
 
 
 def color(method: str) -> str:
-    return METHOD_COLORS.get(method, FALLBACK_COLOR)
+    return METHODS[method][0] if method in METHODS else FALLBACK_COLOR
 
 
 def label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return METHODS[method][1] if method in METHODS else method
 
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
