@@ -153,7 +153,7 @@ def plot(
                 here = here[here["method"] == "lloyd"]
             else:
                 here = here[(here["noise_train"] == COMPARE_NOISE) & (here["noise_samples"] == 1)]
-            for _curve, c in sorted(here.groupby("curve"), key=lambda item: item[0]):
+            for _curve, c in here.groupby("curve"):  # sorted by curve
                 c = c.sort_values("x")
                 name = label(c.iloc[0]) if row == 0 else _method_label(c.iloc[0]["method"], v)
                 x = c["x"].map(where)

@@ -49,7 +49,7 @@ def gap(records: list[Record], metric: str) -> Gap | None:
 
 
 def select(records: Iterable[Record], **wanted: object) -> list[Record]:
-    """Records whose fields equal every `wanted` value ('model' compares families; floats with tolerance)."""
+    """Records whose fields equal every `wanted` value ('model' compares families)."""
     return [r for r in records if all(_field_matches(r, key, value) for key, value in wanted.items())]
 
 
@@ -57,8 +57,6 @@ def _field_matches(record: Record, key: str, value: object) -> bool:
     have = getattr(record, key)
     if key == "model":
         return model_family(str(have)) == model_family(str(value))
-    if isinstance(value, float) and isinstance(have, int | float):
-        return math.isclose(float(have), value, abs_tol=1e-9)
     return have == value
 
 
