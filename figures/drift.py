@@ -138,8 +138,7 @@ def plot(frame: pd.DataFrame, scale: str, path_stem: Path) -> list[Path]:
         row[0].set_ylabel("top-1 (%)")
     for ax in axes[-1]:
         ax.set_xlabel("time after programming (s)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=7, frameon=False)
     seeds, chips = int(frame["seeds"].max()), int(frame["chips"].max())
     band = f"95% CI over {seeds} seeds" if seeds >= 2 else "one seed: no interval"
     fig.suptitle(
