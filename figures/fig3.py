@@ -1,8 +1,8 @@
 """Figure 3: gap of our models trained and evaluated with weight noise vs other methods without noise.
 
-The six pairs are the paper's (tables-clean.md, Figure 3). Our bars come from measured records (mean ± std
-over noise draws). The other method's bar is measured where we ran that baseline at the same scale, else
-the paper's number, hatched and labelled "quoted from paper".
+The six pairs are the paper's (tables-clean.md, Figure 3). Our bars come from measured records (mean with a
+95% CI over seeds; one seed: ± std over its noise draws). The other method's bar is measured where we ran
+that baseline at the same scale, else the paper's number, hatched and labelled "quoted from paper".
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Bar:
     std: float = 0.0
     quoted: bool = False
     dataset: str | None = None
+    n: int = 0  # training seeds behind a measured bar
 
 
 def ours_bar(pair: Pair, records: list[Record]) -> Bar:
@@ -47,7 +48,7 @@ def ours_bar(pair: Pair, records: list[Record]) -> Bar:
     delta = found.record.noise_train
     if not exact:
         name = f"{pair.levels}L {pair.model_label} | Ours w/ {delta:.0%} noise (paper: {pair.noise:.0%})"
-    return Bar(name, "lloyd", found.value, found.std, dataset=found.record.dataset)
+    return Bar(name, "lloyd", found.value, found.std, dataset=found.record.dataset, n=found.n)
 
 
 def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
@@ -67,7 +68,7 @@ def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
     name = f"{pair.levels}L {pair.model_label} | {style.label(pair.other)}{star} w/o noise"
     if found is None:
         return Bar(f"{name} ({pair.quoted_from})", pair.other, pair.quoted_gap, quoted=True)
-    return Bar(name, pair.other, found.value, found.std)
+    return Bar(name, pair.other, found.value, found.std, n=found.n)
 
 
 def plot(bars: list[Bar], scale: str) -> Figure:
@@ -98,7 +99,7 @@ def plot(bars: list[Bar], scale: str) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     ax.set_title(
         f"Ours with weight noise vs others without noise\n(solid: measured at {scale} scale, "
-        "error bars: std over noise draws; hatched: quoted from the paper)"
+        f"error bars: {store.error_bars(bar.n for bar in bars if bar.n)}; hatched: quoted from the paper)"
     )
     return fig
 

@@ -153,7 +153,8 @@ def plot_gaps(ax: Axes, table: dict[tuple[str, str], store.Gap | None], scale: s
     ax.set_xticks(range(len(GROUPS)), [group.label for group in GROUPS])
     ax.set_xlim(-0.5, len(GROUPS) - 0.5)
     ax.set_ylabel("top-1 or mAP gap (pp; lower is better)")
-    ax.set_title(f"(b) measured at {scale} scale\nerror bars: std over noise draws")
+    bars = store.error_bars(found.n for found in table.values() if found is not None)
+    ax.set_title(f"(b) measured at {scale} scale\nerror bars: {bars}")
     if all(found is None for found in table.values()):
         ax.text(
             0.5, 0.5, f"no {EXPERIMENT} records at {scale} scale yet", ha="center", transform=ax.transAxes

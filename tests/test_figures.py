@@ -24,6 +24,7 @@ from figures import __main__ as cli  # noqa: E402
 from figures import fig2, fig3, fig4  # noqa: E402
 from figures.context import DEFAULT_CONDUCTANCES, Context  # noqa: E402
 from figures.data import make_example_conductances  # noqa: E402
+from figures.store import error_bars  # noqa: E402
 
 SCALE = "proxy"
 
@@ -328,3 +329,17 @@ def test_fig2_takes_any_number_of_methods(tmp_path: Path) -> None:
     fig = fig2.plot(layer, 4, methods)
     assert len(fig.axes) == len(methods) and fig.axes[-1].get_title().startswith("(e)")
     plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("seeds", "expected"),
+    [
+        ([1, 1], "std over noise draws (one seed)"),
+        ([3, 3], "95% CI over 3 seeds"),
+        ([3, 6], "95% CI over 3-6 seeds"),
+        ([1, 3], "95% CI over 3 seeds; one seed: std over noise draws"),
+    ],
+)
+def test_error_bar_label_says_what_the_bars_are(seeds: list[int], expected: str) -> None:
+    """Several seeds give CIs, one seed the spread of its noise draws: the figure titles say which."""
+    assert error_bars(seeds) == expected
