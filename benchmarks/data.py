@@ -56,8 +56,7 @@ class CifarBatches(datasets.CIFAR10):
     """
 
     def _check_integrity(self) -> bool:
-        folder = Path(self.root) / self.base_folder
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+        return True  # `cifar10` has checked that every file is there, with an error naming the layout
 
     def _load_meta(self) -> None:
         path = Path(self.root) / self.base_folder / self.meta["filename"]
