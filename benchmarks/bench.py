@@ -32,20 +32,40 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from cacim_core import QuantConfig, quantize_model, quantizers
+from cacim_core import QuantConfig, quantize_model, quantizers, refit_check, refit_counts
 
 
 def layer_weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight.detach() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+def synchronize() -> None:
+    """Wait for queued CUDA work; a no-op until CUDA is in use (a CUDA context would add to the peak RSS)."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def seconds(fn: Callable[[], object], repeat: int = 1) -> float:
     best = float("inf")
     for _ in range(repeat):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], steps: int) -> dict[str, float]:
+    """Median seconds of each function over `steps` rounds, called in turn so that load from other
+    processes hits all alike; one untimed warm-up call each first (cudnn autotune, allocator)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            times[name].append(seconds(fn))
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def kmeans1d_centroids(x: np.ndarray, k: int) -> np.ndarray:
@@ -68,12 +88,9 @@ def kmeans1d_centroids(x: np.ndarray, k: int) -> np.ndarray:
 
 def timed(fn: Callable[[np.ndarray, int], np.ndarray], arrays: list[np.ndarray], v: int, repeat: int = 1):
     """Best wall time of fitting every layer with fn, and the sorted levels it found per layer."""
-    best, levels = float("inf"), []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        levels = [fn(a, v) for a in arrays]
-        best = min(best, time.perf_counter() - start)
-    return best, levels
+    runs: list[list[np.ndarray]] = []
+    best = seconds(lambda: runs.append([fn(a, v) for a in arrays]), repeat)
+    return best, runs[-1]
 
 
 def lloyd_levels(a: np.ndarray, v: int) -> np.ndarray:
@@ -120,27 +137,20 @@ def total_sse(arrays: list[np.ndarray], levels: list[np.ndarray]) -> float:
     )
 
 
-class SavedBytes:
-    """Counts bytes autograd saves for backward: the training-step memory that quantization adds."""
+def saved_bytes(step: Callable[[], None]) -> int:
+    """Bytes autograd saves for backward in one call of `step`: the training-step memory quantization adds."""
+    sizes: list[int] = []
 
-    def __init__(self) -> None:
-        self.total = 0
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        self.total += t.numel() * t.element_size()
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel() * t.element_size())
         return t
 
-    def __enter__(self) -> SavedBytes:
-        self.ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
-        self.ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.ctx.__exit__(*exc)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(sizes)
 
 
 def bench_train_step(steps: int) -> None:
-    """Float and quantized steps interleaved, so load from other processes hits both alike."""
     from benchmarks.models import build_model
 
     torch.manual_seed(0)
@@ -151,33 +161,30 @@ def bench_train_step(steps: int) -> None:
         "lloyd 4L + 2% noise, every layer": quantize_model(build_model("resnet20", 10, 32), quantized),
     }
     steps_of = {name: train_step(model, x, y) for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for step in steps_of.values():
-        step()  # warm-up
-    for _ in range(steps):
-        for name, step in steps_of.items():
-            times[name].append(seconds(step))
+    medians = interleaved_medians(steps_of, steps)
     print(f"\n## ResNet-20 training step, batch 128, CPU ({torch.get_num_threads()} threads)\n")
     print("| model | median step s | ratio to float | saved-for-backward MB | ratio |")
     print("|---|---|---|---|---|")
     base_t = base_m = None
     for name, step in steps_of.items():
-        with SavedBytes() as saved:
-            step()
-        t = float(np.median(times[name]))
-        base_t, base_m = base_t or t, base_m or saved.total
-        mb = saved.total / 2**20
-        print(f"| {name} | {t:.3f} | {t / base_t:.3f} | {mb:.1f} | {saved.total / base_m:.3f} |")
+        saved, t = saved_bytes(step), medians[name]
+        base_t, base_m = base_t or t, base_m or saved
+        print(f"| {name} | {t:.3f} | {t / base_t:.3f} | {saved / 2**20:.1f} | {saved / base_m:.3f} |")
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB")
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01) -> Callable[[], None]:
+def train_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01, refit: bool = False
+) -> Callable[[], None]:
+    """One SGD step; with `refit`, then Algorithm 1's refit_check (the hot path of a paper-scale cell)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
     def step() -> None:
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+        if refit:
+            refit_check(model)
 
     return step
 
@@ -206,15 +213,14 @@ def pil_decode_all(files: list[Path]) -> None:
             img.convert("RGB")
 
 
-def images_per_second(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+def images_per_second(loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Second pass over the loader (the first starts the persistent workers and warms the caches)."""
     for _ in loader:
         pass
     start, seen = time.perf_counter(), 0
     for x, _ in loader:
         seen += len(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize()
     return seen / (time.perf_counter() - start)
 
 
@@ -236,7 +242,7 @@ def bench_loader(images: int, batch: int) -> None:
             ms = 1e3 * seconds(partial(decode_all, train), repeat=3) / len(train)
             workers = loader_workers(train)
             loader = make_loader(train, batch, train=True, seed=0, epoch=0, device=cpu)
-            print(f"| {augment} | {ms:.2f} | {images_per_second(loader, cpu):.0f} | {workers} |")
+            print(f"| {augment} | {ms:.2f} | {images_per_second(loader):.0f} | {workers} |")
         if not torch.cuda.is_available():
             print("\nno CUDA device: GPU JPEG decode not measured")
             return
@@ -245,7 +251,7 @@ def bench_loader(images: int, batch: int) -> None:
         loader = make_loader(train, batch, train=True, seed=0, epoch=0, device=cuda, gpu_decode=True)
         print(
             f"\nGPU decode ({torch.cuda.get_device_name()}), workers read bytes: "
-            f"{images_per_second(loader, cuda):.0f} images/s, batch {batch}"
+            f"{images_per_second(loader):.0f} images/s, batch {batch}"
         )
 
 
@@ -254,7 +260,7 @@ def bench_resnet_steps(device: torch.device, steps: int, results: Path) -> None:
     a paper-scale cell), interleaved; images/s per model and device go to results/_bench/throughput.json,
     where `python -m benchmarks plan` reads them. GPU: the paper's 224 px, batch 256; CPU: 64 px, batch 16."""
     from benchmarks.models import build_model
-    from cacim_core import refit_check, refit_counts
+    from benchmarks.results import atomic_write
 
     cuda = device.type == "cuda"
     batch, size = (256, 224) if cuda else (16, 64)
@@ -265,31 +271,15 @@ def bench_resnet_steps(device: torch.device, steps: int, results: Path) -> None:
     for name in ("resnet18b", "resnet50b"):
         float_model = build_model(name, 1000, size).to(device)
         quantized = quantize_model(build_model(name, 1000, size).to(device), config)
-        float_step = train_step(float_model, x, y, lr=1e-4)  # Table 3's fine-tuning rate
-        q_step = train_step(quantized, x, y, lr=1e-4)
-
-        def quantized_step(q_step: Callable[[], None] = q_step, model: nn.Module = quantized) -> None:
-            q_step()
-            refit_check(model)
-
-        times: dict[str, list[float]] = {"float": [], "quantized": []}
-        for fn in (float_step, quantized_step):
-            fn()  # warm-up (cudnn autotune, allocator)
-        for _ in range(steps):
-            for key, fn in (("float", float_step), ("quantized", quantized_step)):
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn()
-                if cuda:
-                    torch.cuda.synchronize()
-                times[key].append(time.perf_counter() - start)
-        t_float, t_quant = float(np.median(times["float"])), float(np.median(times["quantized"]))
+        steps_of = {
+            "float": train_step(float_model, x, y, lr=1e-4),  # Table 3's fine-tuning rate
+            "quantized": train_step(quantized, x, y, lr=1e-4, refit=True),
+        }
+        t_float, t_quant = interleaved_medians(steps_of, steps).values()
         refits = sum(refit_counts(quantized).values())
-        ratio = t_quant / t_float
-        cells = f"{t_float:.4f} | {t_quant:.4f} | {ratio:.3f} | {refits}"
+        cells = f"{t_float:.4f} | {t_quant:.4f} | {t_quant / t_float:.3f} | {refits}"
         rows.append(f"| {name} | {batch} x {size}px | {cells} |")
-        rates += [
+        rates.append(
             {
                 "model": name,
                 "device": str(device),
@@ -298,17 +288,14 @@ def bench_resnet_steps(device: torch.device, steps: int, results: Path) -> None:
                 "size": size,
                 "quantized": True,
             }
-        ]
+        )
     print(f"\n## ResNet training step on {device}: float vs Lloyd 4L + 2% NATS + refit_check\n")
     print("| model | batch | float step s | quantized step s | ratio | re-fits |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     if cuda:  # plan's GPU-hours come from measured GPU throughput only
-        from benchmarks.results import atomic_write
-
         path = atomic_write(results / "_bench" / "throughput.json", json.dumps(rates, indent=1))
         print(f"\nwrote {path}")
-    if cuda:
         weights = [w.to(device) for w in layer_weights(torchvision.models.resnet50())]
         for v in (3, 4, 8):
             q = quantizers.build("lloyd", v)
@@ -316,7 +303,6 @@ def bench_resnet_steps(device: torch.device, steps: int, results: Path) -> None:
             def fit_all(q: quantizers.Quantizer = q) -> None:
                 for w in weights:
                     q.fit(w)
-                torch.cuda.synchronize()
 
             fit_all()
             print(f"Lloyd fit of all ResNet-50 weights on {device}, {v} levels: {seconds(fit_all, 3):.3f} s")

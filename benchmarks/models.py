@@ -238,7 +238,8 @@ def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> bool
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     head = head_keys(model)
-    if wrong and not missing and not unexpected and set(wrong) <= set(head):
+    reset = bool(wrong) and not missing and not unexpected and set(wrong) <= set(head)
+    if reset:
         classes = (
             f"{state[head[0]].shape[0]}-class classifier ({head[0]}), the model has {own[head[0]].shape[0]}"
         )
@@ -249,9 +250,7 @@ def load_weights(model: nn.Module, path: Path, reset_head: bool = False) -> bool
             )
         print(f"weights {path}: {classes}; loaded everything else, re-initialised {', '.join(head)}")
         state = {**state, **{k: own[k] for k in head}}
-        wrong, reset = [], True
-    else:
-        reset = False
+        wrong = []
     if missing or unexpected or wrong:
         raise ValueError(
             f"weights file {path} does not match {type(model).__name__}: {len(missing)} missing keys "

@@ -8,28 +8,23 @@ only ``conv1`` strides by 2 (torchvision's ImageNet stem divides by 4: a 7x7 str
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from benchmarks.models import register_model, resnet18b_narrow, resnet20_narrow, resnet50b_narrow
 
 
-def _stride2_stem(model: nn.Module) -> nn.Module:
-    old = model.conv1
-    model.conv1 = nn.Conv2d(3, old.out_channels, 3, 2, 1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    return model
+def _stride2_stem(narrow: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 10, input_size: int = 32) -> nn.Module:
+        model = narrow(num_classes, input_size)
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 2, 1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        return model
+
+    return build
 
 
-@register_model("resnet20_proxy")
-def resnet20_proxy(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return _stride2_stem(resnet20_narrow(num_classes, input_size))
-
-
-@register_model("resnet18b_proxy")
-def resnet18b_proxy(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return _stride2_stem(resnet18b_narrow(num_classes, input_size))
-
-
-@register_model("resnet50b_proxy")
-def resnet50b_proxy(num_classes: int = 10, input_size: int = 32) -> nn.Module:
-    return _stride2_stem(resnet50b_narrow(num_classes, input_size))
+register_model("resnet20_proxy")(_stride2_stem(resnet20_narrow))
+register_model("resnet18b_proxy")(_stride2_stem(resnet18b_narrow))
+register_model("resnet50b_proxy")(_stride2_stem(resnet50b_narrow))

@@ -129,8 +129,7 @@ def _classes(spec: SynthSpec, rng: np.random.Generator) -> dict[str, np.ndarray]
 def _background(n: int, spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
     """A smooth random colour field: a 4x4 grid of RGB values, bilinearly upsampled to size x size."""
     coarse = 0.5 + spec.background * rng.uniform(-1.0, 1.0, (n, 3, 4, 4))
-    pos = (np.arange(spec.size) + 0.5) / spec.size * 4 - 0.5
-    pos = np.clip(pos, 0, 3)
+    pos = np.clip((np.arange(spec.size) + 0.5) / spec.size * 4 - 0.5, 0, 3)
     lo = np.minimum(np.floor(pos).astype(int), 2)
     w = pos - lo
     rows = coarse[:, :, lo, :] * (1 - w)[:, None] + coarse[:, :, lo + 1, :] * w[:, None]

@@ -16,6 +16,7 @@ border, as in the real SegmentationClass. Nothing is downloaded; the same seed w
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -155,19 +156,14 @@ def _write_year(
 ) -> None:
     """Write one VOC<year> folder; `splits` maps split name -> image count (the order fixes the ids)."""
     base = root / f"VOC{year}"
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "ImageSets/Segmentation"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    if year == "2012":
-        (base / "SegmentationClass").mkdir()
-        (base / "SegmentationClassAug").mkdir()
+    subs = ["JPEGImages", "Annotations", "ImageSets/Main", "ImageSets/Segmentation"]
+    for sub in subs + (["SegmentationClass", "SegmentationClassAug"] if year == "2012" else []):
+        (base / sub).mkdir(parents=True)
     palette = voc_palette()
-    ids: dict[str, list[str]] = {}
-    counter = 0
-    for split, count in splits.items():
-        ids[split] = []
-        for _ in range(count):
-            counter += 1
-            image_id = f"{year}_{counter:06d}"
+    numbers = itertools.count(1)
+    ids = {split: [f"{year}_{next(numbers):06d}" for _ in range(count)] for split, count in splits.items()}
+    for split, names in ids.items():
+        for image_id in names:
             image, labels, objects = _render(rng, spec)
             image.save(base / "JPEGImages" / f"{image_id}.jpg", quality=92)
             (base / "Annotations" / f"{image_id}.xml").write_text(
@@ -179,7 +175,6 @@ def _write_year(
                 mask.save(base / "SegmentationClass" / f"{image_id}.png")
             if year == "2012":
                 Image.fromarray(labels, mode="L").save(base / "SegmentationClassAug" / f"{image_id}.png")
-            ids[split].append(image_id)
 
     def listing(path: str, names: list[str]) -> None:
         (base / path).write_text("".join(f"{n}\n" for n in names))
