@@ -67,9 +67,7 @@ def select(frame: pd.DataFrame, match: dict[str, object]) -> pd.DataFrame:
 
 def primary_metric(frame: pd.DataFrame) -> str:
     """The table's headline gap: top-1 for classification, else the first measured gap (mAP, mIoU)."""
-    gaps = [
-        c for c in frame.columns if c.startswith("gap_") and not c.startswith("gap_ptq") and "_" not in c[4:]
-    ]
+    gaps = [c for c in frame.columns if c.startswith("gap_") and "_" not in c[4:]]  # not gap_ptq_*, *_std
     if "gap_top1" in gaps:
         return "gap_top1"
     if not gaps:
