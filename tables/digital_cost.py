@@ -171,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tables.digital_cost", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        help="state_dict .pt (default: newest float model in --results)",
+        "--checkpoint", type=Path, help="state_dict .pt (default: newest float model in --results)"
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
     parser.add_argument("--scale", default="proxy", choices=SCALES)

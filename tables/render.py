@@ -273,17 +273,16 @@ def render(
     spec = spec.with_extra_rows(set(frame["method"]) if not frame.empty else set())
     cells = build_cells(spec, frame, scale)
     table = grid(cells)
-    used = (
-        pd.concat([select(frame, row.match) for row in spec.rows if row.match]) if not frame.empty else frame
-    )
-    verdicts = [f"Claim: {claim.verdict(frame)}" for claim in spec.claims] if not frame.empty else []
-    notes = [*spec.notes, *([r] if (r := resolution(cells)) else []), *verdicts, *provenance(used)]
+    notes = [*spec.notes, *([r] if (r := resolution(cells)) else [])]
+    if not frame.empty:
+        notes += [f"Claim: {claim.verdict(frame)}" for claim in spec.claims]
+        notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale
-    paths = [folder / f"{spec.name}.{ext}" for ext in ("md", "tex", "csv")]
-    atomic_write(paths[0], to_markdown(spec, table, scale, notes))
-    atomic_write(paths[1], to_latex(spec, table, scale))
-    atomic_write(paths[2], to_csv(spec, cells, scale))
-    return paths
+    return [
+        atomic_write(folder / f"{spec.name}.md", to_markdown(spec, table, scale, notes)),
+        atomic_write(folder / f"{spec.name}.tex", to_latex(spec, table, scale)),
+        atomic_write(folder / f"{spec.name}.csv", to_csv(spec, cells, scale)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
