@@ -39,10 +39,11 @@ class Comparison:
                 f"{a} - {b}: {d.mean:+.2f} pt from one seed: no interval; run more seeds (--seeds 0,1,2,3,4) "
                 "to tell them apart"
             )
-        ci = f"(95% CI {abs(d.low if d.mean > 0 else d.high):.2f}-{abs(d.high if d.mean > 0 else d.low):.2f})"
         if d.resolved:
             word = "smaller" if d.mean < 0 else "larger"
-            return f"{a}'s gap is {word} than {b}'s by {abs(d.mean):.2f} pt {ci}, n={d.n} seeds"
+            return (
+                f"{a}'s gap is {word} than {b}'s by {abs(d.mean):.2f} pt (95% CI {_span(d)}), n={d.n} seeds"
+            )
         need = seeds_needed(d.sd, TARGET_PT)
         if need is not None and need <= d.n:
             more = f"; a difference beyond ±{d.half:.2f} pt would have been detected"
@@ -54,11 +55,19 @@ class Comparison:
         )
 
 
+def select(frame: pd.DataFrame, match: dict[str, object]) -> pd.DataFrame:
+    """The records whose fields equal `match` (none when the records lack one of its fields)."""
+    mask = pd.Series(True, index=frame.index)
+    for key, value in match.items():
+        if key not in frame:
+            return frame.iloc[0:0]
+        mask &= frame[key] == value
+    return frame[mask]
+
+
 def primary_metric(frame: pd.DataFrame) -> str:
     """The table's headline gap: top-1 for classification, else the first measured gap (mAP, mIoU)."""
-    gaps = [
-        c for c in frame.columns if c.startswith("gap_") and not c.startswith("gap_ptq") and "_" not in c[4:]
-    ]
+    gaps = [c for c in frame.columns if c.startswith("gap_") and "_" not in c[4:]]  # not gap_ptq_*, *_std
     if "gap_top1" in gaps:
         return "gap_top1"
     if not gaps:
@@ -170,9 +179,7 @@ class PaperClaim:
 
     def verdict(self, frame: pd.DataFrame) -> str:
         def per_seed(match: dict[str, object]) -> dict[int, float]:
-            rows = frame
-            for key, value in match.items():
-                rows = rows[rows[key] == value] if key in rows else rows.iloc[0:0]
+            rows = select(frame, match)
             if self.metric not in rows:
                 return {}
             return rows.dropna(subset=[self.metric]).groupby("seed")[self.metric].mean().to_dict()
@@ -191,5 +198,10 @@ class PaperClaim:
                 f"95% CI {d.low:+.2f}..{d.high:+.2f}, n={d.n} seeds)"
             )
         word = "yes" if d.mean < 0 else "no, the opposite"
-        span = f"{min(abs(d.low), abs(d.high)):.2f}-{max(abs(d.low), abs(d.high)):.2f}"
-        return f"{self.text}: {word}, by {abs(d.mean):.2f} pt ({span}, n={d.n} seeds)"
+        return f"{self.text}: {word}, by {abs(d.mean):.2f} pt ({_span(d)}, n={d.n} seeds)"
+
+
+def _span(d: Interval) -> str:
+    """A resolved interval as magnitudes, nearer bound first (e.g. -2.17..-0.52 -> "0.52-2.17")."""
+    near, far = sorted((abs(d.low), abs(d.high)))
+    return f"{near:.2f}-{far:.2f}"

@@ -29,14 +29,12 @@ def find_checkpoint(root: str | Path = "results", scale: str = "proxy") -> Path 
     """The newest float ResNet-18 checkpoint of `scale` if there is one (the paper's Figure 2 model)."""
     root = Path(root)
     found = {path for pattern in CHECKPOINT_GLOBS for path in root.glob(pattern) if path.is_file()}
-    if not found:
-        return None
 
     def preference(path: Path) -> tuple:
         text = str(path.relative_to(root)).lower()
         return ("_float" in text, f"/{scale}/" in text, "resnet18" in text, path.stat().st_mtime)
 
-    return max(found, key=preference)
+    return max(found, key=preference, default=None)
 
 
 def state_dict_of(path: Path) -> dict[str, Tensor]:

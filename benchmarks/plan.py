@@ -68,13 +68,11 @@ def bill(
     ):
         group_cells: list[Cell] = list(group["cell"])
         n_train = _train_images(group_cells[0], data)
-        steps = images = 0.0
-        for cell in group_cells:
-            s, i = _steps_images(cell, cell.recipe, n_train)
-            steps, images = steps + s, images + i
+        per_cell = [_steps_images(cell, cell.recipe, n_train) for cell in group_cells]
         floats = {(c.seed, repr(c.fp_recipe)) for c in group_cells if c.fp_recipe is not None}
-        s, i = _steps_images(group_cells[0], group_cells[0].fp_recipe, n_train)
-        steps, images = steps + len(floats) * s, images + len(floats) * i
+        fp_steps, fp_images = _steps_images(group_cells[0], group_cells[0].fp_recipe, n_train)
+        steps = sum(s for s, _ in per_cell) + len(floats) * fp_steps
+        images = sum(i for _, i in per_cell) + len(floats) * fp_images
         cuda = [v for (m, d), v in rates.items() if m == model and d.startswith("cuda")]
         rows.append(
             {

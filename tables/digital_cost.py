@@ -112,15 +112,8 @@ def digital_cost(weight: torch.Tensor, quantized: torch.Tensor, levels: int) -> 
     else:
         bits = [grid_bits(gw, gq) for gw, gq in groups]
         direct, rule = (FLOAT_BITS, "float32") if None in bits else (max(bits), "affine fixed-point grid")
-    stored_levels = sum(len(np.unique(gq)) for _, gq in groups)
-    return Cost(
-        distinct,
-        len(groups),
-        direct,
-        rule,
-        index_bits(distinct),
-        stored_levels * CODEBOOK_VALUE_BITS / q.size,
-    )
+    table_bits = sum(len(np.unique(gq)) for _, gq in groups) * CODEBOOK_VALUE_BITS
+    return Cost(distinct, len(groups), direct, rule, index_bits(distinct), table_bits / q.size)
 
 
 def method_cost(method: str, levels: int, weight: torch.Tensor) -> Cost | str:
@@ -155,10 +148,9 @@ def render(layer: Layer, methods: list[str]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     rows = [_row("paper example {1, 2, 4, 6}", 4, example_cost)]
-    for method in methods:
-        for levels in LEVEL_COUNTS:
-            cost = method_cost(method, levels, layer.weight)
-            rows.append(_row(method, levels, cost))
+    rows += [
+        _row(m, levels, method_cost(m, levels, layer.weight)) for m in methods for levels in LEVEL_COUNTS
+    ]
     return "\n".join(header + rows) + "\n"
 
 
@@ -179,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tables.digital_cost", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        help="state_dict .pt (default: newest float model in --results)",
+        "--checkpoint", type=Path, help="state_dict .pt (default: newest float model in --results)"
     )
     parser.add_argument("--results", type=Path, default=Path("results"), help="results store root")
     parser.add_argument("--scale", default="proxy", choices=SCALES)

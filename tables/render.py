@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.compare import PaperClaim
+from benchmarks.compare import PaperClaim, select
 from benchmarks.results import atomic_write, load
 from benchmarks.stats import Interval, t_interval
 
@@ -115,15 +115,6 @@ def load_reference(path: Path) -> dict[tuple[str, str], str]:
     return {(r.row, r.column): r.value for r in ref.itertuples()}
 
 
-def select(frame: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
-    mask = pd.Series(True, index=frame.index)
-    for key, value in match.items():
-        if key not in frame:
-            return frame.iloc[0:0]
-        mask &= frame[key] == value
-    return frame[mask]
-
-
 def measure(frame: pd.DataFrame, metrics: tuple[str, ...], scale: str) -> Measured | None:
     """Aggregate the selected records over seeds: per seed the noise-draw mean, then a t interval."""
     if frame.empty or any(m not in frame or frame[m].isna().all() for m in metrics):
@@ -161,20 +152,13 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
     return out
 
 
-def grid(spec: TableSpec, cells: list[dict[str, Any]]) -> pd.DataFrame:
+def grid(cells: list[dict[str, Any]]) -> pd.DataFrame:
     """The table as the paper lays it out: one row per spec row, quoted and measured columns side by side."""
-    lookup = {(c["row"], c["column"], c["source"]): c["text"] for c in cells}
-    rows = []
-    for row in spec.rows:
-        line = {"Method": row.label}
-        for col in spec.columns:
-            if col.static:
-                line[col.header] = lookup[(row.label, col.header, "label")]
-            else:
-                line[f"{col.header} (paper, quoted)"] = lookup[(row.label, col.header, "quoted")]
-                line[f"{col.header} (ours)"] = lookup[(row.label, col.header, "measured")]
-        rows.append(line)
-    return pd.DataFrame(rows)
+    suffix = {"label": "", "quoted": " (paper, quoted)", "measured": " (ours)"}
+    rows: dict[str, dict[str, str]] = {}
+    for c in cells:
+        rows.setdefault(c["row"], {"Method": c["row"]})[c["column"] + suffix[c["source"]]] = c["text"]
+    return pd.DataFrame(list(rows.values()))
 
 
 def resolution(cells: list[dict[str, Any]]) -> str | None:
@@ -199,12 +183,12 @@ def resolution(cells: list[dict[str, Any]]) -> str | None:
 def provenance(frame: pd.DataFrame) -> list[str]:
     if frame.empty:
         return []
-    refits = frame["refits"] if "refits" in frame else pd.Series(dtype=float)
     lines = [
         f"measured on model {m}, dataset {d} (fingerprint {f})"
         for (m, d, f), _ in frame.groupby(["model", "dataset", "dataset_fingerprint"])
     ]
-    if not refits.empty:
+    if "refits" in frame:
+        refits = frame["refits"]
         lines.append(
             f"Algorithm 1 re-fits after the initial fit, per cell (all layers): median "
             f"{refits.median():g}, max {refits.max():g}, {int((refits == 0).sum())} of {len(refits)} "
@@ -288,18 +272,17 @@ def render(
     frame = load(spec.experiment, scale, results)
     spec = spec.with_extra_rows(set(frame["method"]) if not frame.empty else set())
     cells = build_cells(spec, frame, scale)
-    table = grid(spec, cells)
-    used = (
-        pd.concat([select(frame, row.match) for row in spec.rows if row.match]) if not frame.empty else frame
-    )
-    verdicts = [f"Claim: {claim.verdict(frame)}" for claim in spec.claims] if not frame.empty else []
-    notes = [*spec.notes, *([r] if (r := resolution(cells)) else []), *verdicts, *provenance(used)]
+    table = grid(cells)
+    notes = [*spec.notes, *([r] if (r := resolution(cells)) else [])]
+    if not frame.empty:
+        notes += [f"Claim: {claim.verdict(frame)}" for claim in spec.claims]
+        notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale
-    paths = [folder / f"{spec.name}.{ext}" for ext in ("md", "tex", "csv")]
-    atomic_write(paths[0], to_markdown(spec, table, scale, notes))
-    atomic_write(paths[1], to_latex(spec, table, scale))
-    atomic_write(paths[2], to_csv(spec, cells, scale))
-    return paths
+    return [
+        atomic_write(folder / f"{spec.name}.md", to_markdown(spec, table, scale, notes)),
+        atomic_write(folder / f"{spec.name}.tex", to_latex(spec, table, scale)),
+        atomic_write(folder / f"{spec.name}.csv", to_csv(spec, cells, scale)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

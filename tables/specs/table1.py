@@ -5,20 +5,14 @@ from cacim_core import quantizers
 from tables.render import Column, Row, TableSpec
 
 
+def _cell(method: str, levels: int, first_last: str = "quantize", noise: float = 0.0) -> dict:
+    return {"method": method, "levels": levels, "first_last": first_last, "noise_train": noise}
+
+
 def _row(label: str, method: str, levels: int, first_last: str = "quantize", noise: float = 0.0) -> Row:
-    match = {
-        "arch": "resnet20",
-        "method": method,
-        "levels": levels,
-        "first_last": first_last,
-        "noise_train": noise,
-    }
+    match = {"arch": "resnet20", **_cell(method, levels, first_last, noise)}
     used = quantizers.build(method, levels).effective_levels
     return Row(label, match, labels={"Levels": str(levels) if used == levels else f"{levels} ({used} used)"})
-
-
-def _cell(method: str, levels: int, first_last: str = "quantize") -> dict:
-    return {"method": method, "levels": levels, "first_last": first_last, "noise_train": 0.0}
 
 
 CLAIMS = (
