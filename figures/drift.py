@@ -97,9 +97,8 @@ def versus(sweeps: pd.DataFrame, times: tuple[float, ...] = (DAY, 365 * DAY)) ->
                 if d.n < 2:
                     lines.append(f"{name}: {d.mean:+.2f} pt (one seed, no interval)")
                     continue
-                lo, hi = d.mean - d.half, d.mean + d.half
-                verdict = "no detectable difference" if lo <= 0 <= hi else f"{la if lo > 0 else lb} higher"
-                ci = f"95% CI {lo:+.2f}..{hi:+.2f}, n={d.n} seeds"
+                verdict = f"{la if d.low > 0 else lb} higher" if d.resolved else "no detectable difference"
+                ci = f"95% CI {d.low:+.2f}..{d.high:+.2f}, n={d.n} seeds"
                 lines.append(f"{name}: {d.mean:+.2f} pt ({ci}): {verdict}")
     return lines
 
