@@ -221,10 +221,6 @@ class MMEngine:
             if isinstance(first, MMRecipe) and first.config not in checked:
                 checked.add(first.config)  # a missing pretrained backbone fails before any training
                 localize_pretrained(Config.fromfile(str(CONFIGS / first.config)).model, ctx.weights, True)
-            if cell.noise_eval_file:
-                from cacim_core.measured import MeasuredConductances
-
-                MeasuredConductances.from_csv(cell.noise_eval_file)  # a bad file fails before any training
 
     def _float_cache(self, cell: Cell, ctx: Context) -> Path:
         """Where the float model of this (model, data, float recipe, seed) is cached: its float key."""
