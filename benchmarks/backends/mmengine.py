@@ -179,21 +179,19 @@ class MMEngine:
     def _data(self, cell: Cell, ctx: Context) -> tuple[Path, str]:
         """(folder holding VOCdevkit/, dataset fingerprint); writes the generated dataset if needed."""
         key = (cell.dataset, ctx.scale)
-        if key not in self.data:
-            spec = cell.recipe.data
-            if spec is not None:
-                root = ctx.data or Path(f".cache/voc_shapes/{ctx.scale}")
-                self.data[key] = (root, write_voc_shapes(root, spec))
-            else:
-                if ctx.data is None:
-                    raise SetupError(
-                        f"{cell.experiment} at scale {ctx.scale} needs DATA=<folder holding VOCdevkit/>"
-                    )
-                lists = [ctx.data / "VOCdevkit" / p for p in REQUIRED[cell.dataset]]
-                missing = [str(p) for p in lists if not p.is_file()]
-                if missing:
-                    raise SetupError(f"{', '.join(missing)} missing: point DATA at a full PASCAL VOC copy")
-                self.data[key] = (ctx.data, fingerprint_files(lists))
+        if key in self.data:
+            return self.data[key]
+        if cell.recipe.data is not None:
+            root = ctx.data or Path(f".cache/voc_shapes/{ctx.scale}")
+            self.data[key] = (root, write_voc_shapes(root, cell.recipe.data))
+        elif ctx.data is None:
+            raise SetupError(f"{cell.experiment} at scale {ctx.scale} needs DATA=<folder holding VOCdevkit/>")
+        else:
+            lists = [ctx.data / "VOCdevkit" / p for p in REQUIRED[cell.dataset]]
+            missing = [str(p) for p in lists if not p.is_file()]
+            if missing:
+                raise SetupError(f"{', '.join(missing)} missing: point DATA at a full PASCAL VOC copy")
+            self.data[key] = (ctx.data, fingerprint_files(lists))
         return self.data[key]
 
     def prepare(self, cells: list[Cell], ctx: Context) -> None:

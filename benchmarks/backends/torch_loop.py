@@ -137,12 +137,11 @@ def train(
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    show = ctx.progress and ctx.main
     bar = tqdm(
         range(start, recipe.epochs),
         desc=desc,
         leave=False,
-        disable=not show,
+        disable=not (ctx.progress and ctx.main),
         initial=start,
         total=recipe.epochs,
     )
