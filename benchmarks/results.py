@@ -189,10 +189,7 @@ def load_records(
     root: str | Path = "results", experiment: str | None = None, scale: str | None = None
 ) -> list[Record]:
     """Every finished record under `root`, optionally filtered, sorted by (experiment, scale, cell)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    paths = root.glob(f"{experiment or '*'}/{scale or '*'}/*.json")
+    paths = Path(root).glob(f"{experiment or '*'}/{scale or '*'}/*.json")  # none under a missing root
     records = [read_record(p) for p in paths if not p.parent.parent.name.startswith("_")]
     return sorted(records, key=lambda r: (r.experiment, r.scale, r.cell))
 
