@@ -188,7 +188,6 @@ def run(
         Path(results),
         data_root,
         Path(weights) if weights else None,
-        force,
         progress,
         device=chosen,
         reset_head=reset_head,
