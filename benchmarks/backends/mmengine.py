@@ -158,8 +158,8 @@ def _train_and_test(cfg, tta: bool) -> tuple[Any, dict[str, float], bool]:
     return runner, {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}, resumed
 
 
-def _percent(recipe: MMRecipe, metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
-    return {name: metrics[prefix + key] * factor for name, key, factor in recipe.metrics}
+def _percent(recipe: MMRecipe, metrics: dict[str, float]) -> dict[str, float]:
+    return {name: metrics[key] * factor for name, key, factor in recipe.metrics}
 
 
 def _drop_checkpoints(work: Path) -> None:
