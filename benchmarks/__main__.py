@@ -83,17 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.plan import bill, render
 
         try:
-            print(
-                render(
-                    bill(args.experiment, args.scale, args.results, args.data),
-                    args.experiment,
-                    args.scale,
-                    args.gpus,
-                ),
-                end="",
-            )
+            costs = bill(args.experiment, args.scale, args.results, args.data)
+            print(render(costs, args.experiment, args.scale, args.gpus), end="")
         except (KeyError, ValueError) as exc:
-            print(f"error: {str(exc).strip(chr(39))}", file=sys.stderr)
+            print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
             return 2
         return 0
     methods = [m for m in args.methods.split(",") if m] or None

@@ -99,8 +99,8 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        if data.get("schema") != SCHEMA:
-            data = _from_legacy(data)
+        if data.get("schema") != SCHEMA:  # schema 1 (flat metrics) predates the typed store
+            raise ValueError(f"schema {data.get('schema', 1)}, this code reads schema {SCHEMA}")
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["metrics"] = {k: Metric(**m) for k, m in data["metrics"].items()}
@@ -114,36 +114,6 @@ class Record:
             for p in data.get("sweep", [])
         ]
         return cls(**data)
-
-
-def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
-    """Schema 1 (flat metrics, `<name>_std` siblings, `<name>@noise<d>/adc<b>` sweep keys) -> schema 2."""
-    flat, trials = data["metrics"], int(data.get("trials", 1))
-    metrics: dict[str, dict] = {}
-    sweep: dict[tuple[float, int | None], dict[str, dict]] = {}
-    for key, value in flat.items():
-        name, _, where = key.partition("@")
-        if name.endswith("_std") and name.removesuffix("_std") in {k.partition("@")[0] for k in flat}:
-            continue
-        std_key = f"{name}_std" + (f"@{where}" if where else "")
-        metric = {
-            "mean": float(value),
-            "std": float(flat.get(std_key, 0.0)),
-            "n": trials if std_key in flat else 1,
-        }
-        if not where:
-            metrics[name] = metric
-            continue
-        noise, _, adc = where.removeprefix("noise").partition("/adc")
-        sweep.setdefault((float(noise), int(adc) if adc else None), {})[name] = metric
-    data = {**data, "metrics": metrics, "schema": SCHEMA}
-    data["sweep"] = [
-        {"noise": n, "adc_bits": b, "metrics": m} for (n, b), m in sorted(sweep.items(), key=str)
-    ]
-    data.setdefault("arch", data.get("model", ""))
-    data["levels"] = data.get("levels")
-    data["resumed"] = bool(data.get("resumed_from_epoch", 0))
-    return data
 
 
 # ---------------------------------------------------------------- paths and atomic writes
@@ -208,8 +178,9 @@ def read_record(path: Path) -> Record:
     try:
         return Record.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        rerun = f"python -m benchmarks run {path.parent.parent.name} --scale {path.parent.name}"
         raise ValueError(
-            f"{path}: unreadable record ({type(exc).__name__}: {exc}); delete it and rerun its table to "
+            f"{path}: unreadable record ({type(exc).__name__}: {exc}); delete it and rerun `{rerun}` to "
             "recompute it"
         ) from exc
 
@@ -218,10 +189,7 @@ def load_records(
     root: str | Path = "results", experiment: str | None = None, scale: str | None = None
 ) -> list[Record]:
     """Every finished record under `root`, optionally filtered, sorted by (experiment, scale, cell)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    paths = root.glob(f"{experiment or '*'}/{scale or '*'}/*.json")
+    paths = Path(root).glob(f"{experiment or '*'}/{scale or '*'}/*.json")  # none under a missing root
     records = [read_record(p) for p in paths if not p.parent.parent.name.startswith("_")]
     return sorted(records, key=lambda r: (r.experiment, r.scale, r.cell))
 
@@ -242,15 +210,15 @@ def load(experiment: str | None = None, scale: str | None = None, root: str | Pa
     for r in load_records(root, experiment, scale):
         row: dict[str, Any] = {c: getattr(r, c) for c in CELL_COLUMNS}
         row["refits"] = sum(r.refits.values())  # Algorithm 1's re-fits after the initial fit, all layers
-        row.update({f"opt_{k}": _flat(v) for k, v in r.options.items()})
+        row.update({f"opt_{k}": flat_option(v) for k, v in r.options.items()})
         for name, m in r.metrics.items():
             row.update({name: m.mean, f"{name}_std": m.std, f"{name}_n": m.n})
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else list(CELL_COLUMNS))
 
 
-def _flat(value: Any) -> Any:
-    """A DataFrame cell must be hashable (groupby, compare): dict options become "k=v,..." strings."""
+def flat_option(value: Any) -> Any:
+    """A dict option as "k=v,..." (a DataFrame cell must be hashable for groupby and compare; cell ids)."""
     return ",".join(f"{k}={v}" for k, v in sorted(value.items())) if isinstance(value, dict) else value
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from benchmarks.backends import Context, SetupError, backend_for
+from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for
 from benchmarks.experiments import Cell, Condition, cells
 from benchmarks.results import (
     Claim,
@@ -37,6 +37,7 @@ from benchmarks.results import (
     write_record,
 )
 from cacim_core import quantizers
+from cacim_core.measured import MeasuredConductances
 from cacim_core.quantizers.base import QUANTIZERS
 
 # plugin file -> sha256 of its source, stamped on records; spawned workers reload plugins by file
@@ -87,27 +88,21 @@ def init_distributed(ctx: Context) -> None:
     ctx.rank, ctx.world = dist.get_rank(), dist.get_world_size()
 
 
-def make_record(cell: Cell, outcome, ctx: Context) -> Record:
+# Record fields that a cell and an outcome give as they are
+FROM_CELL = (
+    "experiment", "seed", "arch", "model", "dataset", "method", "levels", "first_last", "noise_train",
+    "noise_eval", "init", "noise_eval_file",
+)  # fmt: skip
+FROM_OUTCOME = ("metrics", "sweep", "refits", "dataset_fingerprint", "resumed")
+
+
+def make_record(cell: Cell, outcome: Outcome, ctx: Context) -> Record:
     return Record(
-        experiment=cell.experiment,
+        **{name: getattr(cell, name) for name in FROM_CELL},
+        **{name: getattr(outcome, name) for name in FROM_OUTCOME},
         cell=cell.id,
         scale=ctx.scale,
-        seed=cell.seed,
-        arch=cell.arch,
-        model=cell.model,
-        dataset=cell.dataset,
-        method=cell.method,
-        levels=cell.levels,
-        first_last=cell.first_last,
-        noise_train=cell.noise_train,
-        noise_eval=cell.noise_eval,
-        metrics=outcome.metrics,
-        init=cell.init,
-        noise_eval_file=cell.noise_eval_file,
         options=dict(cell.options),
-        sweep=outcome.sweep,
-        refits=outcome.refits,
-        dataset_fingerprint=outcome.dataset_fingerprint,
         code_version=code_version(),
         source_hash=source_hash(cell.method) + "".join(f"+{h}" for h in PLUGINS.values()),
         recipe=_declared(cell),
@@ -115,7 +110,6 @@ def make_record(cell: Cell, outcome, ctx: Context) -> Record:
         precision=ctx.precision,
         world_size=ctx.world,
         wall_time_s=round(outcome.train_time_s, 2),
-        resumed=outcome.resumed,
         finished_at=now_iso(),
     )
 
@@ -125,40 +119,30 @@ def _declared(cell: Cell) -> dict:
     return json.loads(json.dumps(asdict(cell.recipe), default=str))
 
 
-def _missing_points(cell: Cell, record: Record) -> set[tuple]:
-    """The cell's sweep conditions that its record has not measured."""
-    return {tuple(Condition(*c)) for c in cell.sweep} - {p.condition for p in record.sweep}
-
-
-@dataclass
-class Plan:
-    todo: list[Cell]
-    finished: list[Cell]
-    stale: list[tuple[Cell, str]]
-
-
-def plan(todo: list[Cell], ctx: Context) -> Plan:
-    """Split cells into to-run, finished and stale (finished by other code, with another recipe, or without
-    sweep points the cell now lists: a new robustness axis must not be skipped silently)."""
-    out = Plan([], [], [])
-    for cell in todo:
+def plan(cells: list[Cell], ctx: Context) -> tuple[list[Cell], list[Cell], list[tuple[Cell, str]]]:
+    """Split cells into (to run, finished, stale with why): stale ones were finished by other code, with
+    another recipe, or without sweep points the cell now lists (a new robustness axis must not be skipped
+    silently)."""
+    todo, finished, stale = [], [], []
+    for cell in cells:
         path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
         if not path.is_file():
-            out.todo.append(cell)
+            todo.append(cell)
             continue
         record = read_record(path)
+        missing = {tuple(Condition(*c)) for c in cell.sweep} - {p.condition for p in record.sweep}
         why = ""
         if (record.recipe, record.model, record.dataset) != (_declared(cell), cell.model, cell.dataset):
             why = "another recipe/model/dataset"
         elif record.source_hash and record.source_hash.split("+")[0] != source_hash(cell.method):
             why = f"the source of quantizer {cell.method!r} changed"
-        elif missing := len(_missing_points(cell, record)):
-            why = f"its record lacks {missing} of the cell's {len(cell.sweep)} sweep points"
+        elif missing:
+            why = f"its record lacks {len(missing)} of the cell's {len(cell.sweep)} sweep points"
         if why:
-            out.stale.append((cell, why))
+            stale.append((cell, why))
         else:
-            out.finished.append(cell)
-    return out
+            finished.append(cell)
+    return todo, finished, stale
 
 
 def run(
@@ -204,7 +188,6 @@ def run(
         Path(results),
         data_root,
         Path(weights) if weights else None,
-        force,
         progress,
         device=chosen,
         reset_head=reset_head,
@@ -214,26 +197,27 @@ def run(
     if chosen.type == "cuda":
         torch.backends.cudnn.benchmark = True
     init_distributed(ctx)
-    state = plan(todo, ctx)
-    if state.stale and not (force or rerun_stale):
-        listing = "; ".join(f"{c.id} ({why})" for c, why in state.stale[:5])
-        more = f" and {len(state.stale) - 5} more" if len(state.stale) > 5 else ""
+    unfinished, finished, stale = plan(todo, ctx)
+    if stale and not (force or rerun_stale):
+        listing = "; ".join(f"{c.id} ({why})" for c, why in stale[:5])
+        more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
         raise SetupError(
-            f"{len(state.stale)} finished cell(s) are stale: {listing}{more}; "
+            f"{len(stale)} finished cell(s) are stale: {listing}{more}; "
             "recompute them with --rerun-stale (or --force for every cell)"
         )
-    pending = todo if force else state.todo + [c for c, _ in state.stale]
-    overwrite = {c.id for c in (todo if force else [c for c, _ in state.stale])}
-    by_backend: dict[int, tuple[object, list[Cell]]] = {}
+    pending = todo if force else unfinished + [c for c, _ in stale]
+    overwrite = {c.id for c in (todo if force else [c for c, _ in stale])}
+    groups: dict[Backend, list[Cell]] = {}
     for cell in pending:  # every input is checked before the first cell trains
-        backend = backend_for(cell)
-        by_backend.setdefault(id(backend), (backend, []))[1].append(cell)
-    for backend, group in by_backend.values():
+        groups.setdefault(backend_for(cell), []).append(cell)
+        if cell.noise_eval_file:  # a bad conductance file fails before any training
+            MeasuredConductances.from_csv(cell.noise_eval_file)
+    for backend, group in groups.items():
         backend.prepare(group, ctx)
     if ctx.main:
         print(
-            f"{experiment} [{scale}]: {len(todo)} cells, {len(state.finished)} already finished, "
-            f"{len(state.stale)} stale, {len(pending)} to run",
+            f"{experiment} [{scale}]: {len(todo)} cells, {len(finished)} already finished, "
+            f"{len(stale)} stale, {len(pending)} to run",
             file=sys.stderr,
         )
     if launcher is not None:
@@ -243,20 +227,14 @@ def run(
     return _run_cells(pending, overwrite, ctx, f"{experiment} [{scale}]")
 
 
-def _finished_since(ctx: Context, cell: Cell, overwrite: set[str], since: float) -> bool:
-    """Finished by another run; a cell to overwrite counts only once a record newer than this run exists."""
-    path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
-    if not path.is_file():
-        return False
-    return cell.id not in overwrite or path.stat().st_mtime >= since
-
-
 def _claim(cell: Cell, ctx: Context, overwrite: set[str], since: float) -> tuple[Claim | None, str]:
     """("mine", claim) to train it, ("done", None) when another run finished it, ("busy", None) while
     another live run holds it. Rank 0 decides; under torchrun every rank gets its answer."""
     claim, state = None, "mine"
     if ctx.main:
-        if _finished_since(ctx, cell, overwrite, since):
+        path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
+        # finished by another run; a cell to overwrite counts only once a record newer than this run exists
+        if path.is_file() and (cell.id not in overwrite or path.stat().st_mtime >= since):
             state = "done"
         else:
             claim = Claim.take(claim_path(ctx.results, cell.experiment, ctx.scale, cell.id))
@@ -314,18 +292,8 @@ def _run_cells(
 def _summary(record: Record) -> str:
     gaps = [k for k in record.metrics if k.startswith("gap_") and not k.startswith("gap_ptq")]
     shown = (gaps or [k for k in record.metrics if not k.endswith("_clean")])[:2]  # no float model: no gap
-    return (
-        ", ".join(
-            f"{k} {m.mean:.2f} ± {m.std:.2f} (n={m.n})" for k, m in ((k, record.metrics[k]) for k in shown)
-        )
-        + f" ({record.wall_time_s:.0f} s)"
-    )
-
-
-def free_cores() -> int:
-    """Cores not busy with other processes (1-minute load average), at least 1."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores - round(os.getloadavg()[0]))
+    parts = [f"{k} {m.mean:.2f} ± {m.std:.2f} (n={m.n})" for k, m in record.metrics.items() if k in shown]
+    return ", ".join(parts) + f" ({record.wall_time_s:.0f} s)"
 
 
 def _worker(
@@ -399,7 +367,8 @@ def _run_submitit(pending: list[Cell], overwrite: set[str], ctx: Context, launch
 
 def _run_parallel(pending: list[Cell], overwrite: set[str], ctx: Context, workers: int) -> list[Record]:
     """N worker processes over one store; the claims decide who trains which cell."""
-    threads = max(1, free_cores() // workers)
+    free_cores = len(os.sched_getaffinity(0)) - round(os.getloadavg()[0])  # not busy with other processes
+    threads = max(1, free_cores // workers)
     print(f"{workers} workers, {threads} torch thread(s) each", file=sys.stderr)
     started = time.time()
     import multiprocessing

@@ -89,48 +89,18 @@ def test_unreadable_record_is_one_line_naming_the_fix(tmp_path):
         load_records(tmp_path)
 
 
-def test_schema1_records_are_read(tmp_path):
-    """Records written before the typed store (flat metrics, `_std` siblings, `@noise` sweep keys) load."""
-    old = {
-        "experiment": "robustness",
-        "cell": "c",
-        "scale": "smoke",
-        "model": "m",
-        "dataset": "d",
-        "method": "lloyd",
-        "levels": 3,
-        "noise_train": 0.02,
-        "noise_eval": 0.02,
-        "first_last": "quantize",
-        "seed": 0,
-        "trials": 5,
-        "refits": {},
-        "dataset_fingerprint": "f",
-        "code_version": "v",
-        "wall_time_s": 1.0,
-        "finished_at": "t",
-        "resumed_from_epoch": 2,
-        "arch": "resnet20",
-        "metrics": {
-            "top1": 80.0,
-            "top1_std": 0.5,
-            "fp_top1": 90.0,
-            "top1@noise0.04": 70.0,
-            "top1_std@noise0.04": 2.0,
-            "top1@noise0.02/adc4": 60.0,
-            "top1_std@noise0.02/adc4": 1.0,
-        },
-    }
-    path = record_path(tmp_path, "robustness", "smoke", "c")
-    path.parent.mkdir(parents=True)
+def test_schema1_record_is_one_line_naming_the_command_that_recomputes_it(tmp_path):
+    """Records written before the typed store (flat metrics, no "schema") are recomputed, not converted."""
+    path = write_record(tmp_path, make_record("c", experiment="robustness"))
+    old = json.loads(path.read_text())
+    del old["schema"]
+    old["metrics"] = {"top1": 80.0, "top1_std": 0.5, "top1@noise0.04": 70.0}
     path.write_text(json.dumps(old))
-    (record,) = load_records(tmp_path)
-    assert record.metrics == {"top1": Metric(80.0, 0.5, 5), "fp_top1": Metric(90.0, 0.0, 1)}
-    assert record.sweep == [
-        SweepPoint(0.02, 4, {"top1": Metric(60.0, 1.0, 5)}),
-        SweepPoint(0.04, None, {"top1": Metric(70.0, 2.0, 5)}),
-    ]
-    assert record.resumed
+    with pytest.raises(ValueError) as error:
+        load_records(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and "schema 1, this code reads schema 2" in message
+    assert "delete it and rerun `python -m benchmarks run robustness --scale smoke`" in message
 
 
 def test_load_gives_one_row_per_cell_and_seed(tmp_path):

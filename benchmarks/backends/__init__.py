@@ -32,7 +32,6 @@ class Context:
     results: Path
     data: Path | None
     weights: Path | None
-    force: bool = False
     progress: bool = True
     rank: int = 0
     world: int = 1

@@ -158,8 +158,8 @@ def _train_and_test(cfg, tta: bool) -> tuple[Any, dict[str, float], bool]:
     return runner, {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}, resumed
 
 
-def _percent(recipe: MMRecipe, metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
-    return {name: metrics[prefix + key] * factor for name, key, factor in recipe.metrics}
+def _percent(recipe: MMRecipe, metrics: dict[str, float]) -> dict[str, float]:
+    return {name: metrics[key] * factor for name, key, factor in recipe.metrics}
 
 
 def _drop_checkpoints(work: Path) -> None:
@@ -179,21 +179,19 @@ class MMEngine:
     def _data(self, cell: Cell, ctx: Context) -> tuple[Path, str]:
         """(folder holding VOCdevkit/, dataset fingerprint); writes the generated dataset if needed."""
         key = (cell.dataset, ctx.scale)
-        if key not in self.data:
-            spec = cell.recipe.data
-            if spec is not None:
-                root = ctx.data or Path(f".cache/voc_shapes/{ctx.scale}")
-                self.data[key] = (root, write_voc_shapes(root, spec))
-            else:
-                if ctx.data is None:
-                    raise SetupError(
-                        f"{cell.experiment} at scale {ctx.scale} needs DATA=<folder holding VOCdevkit/>"
-                    )
-                lists = [ctx.data / "VOCdevkit" / p for p in REQUIRED[cell.dataset]]
-                missing = [str(p) for p in lists if not p.is_file()]
-                if missing:
-                    raise SetupError(f"{', '.join(missing)} missing: point DATA at a full PASCAL VOC copy")
-                self.data[key] = (ctx.data, fingerprint_files(lists))
+        if key in self.data:
+            return self.data[key]
+        if cell.recipe.data is not None:
+            root = ctx.data or Path(f".cache/voc_shapes/{ctx.scale}")
+            self.data[key] = (root, write_voc_shapes(root, cell.recipe.data))
+        elif ctx.data is None:
+            raise SetupError(f"{cell.experiment} at scale {ctx.scale} needs DATA=<folder holding VOCdevkit/>")
+        else:
+            lists = [ctx.data / "VOCdevkit" / p for p in REQUIRED[cell.dataset]]
+            missing = [str(p) for p in lists if not p.is_file()]
+            if missing:
+                raise SetupError(f"{', '.join(missing)} missing: point DATA at a full PASCAL VOC copy")
+            self.data[key] = (ctx.data, fingerprint_files(lists))
         return self.data[key]
 
     def prepare(self, cells: list[Cell], ctx: Context) -> None:
@@ -221,10 +219,6 @@ class MMEngine:
             if isinstance(first, MMRecipe) and first.config not in checked:
                 checked.add(first.config)  # a missing pretrained backbone fails before any training
                 localize_pretrained(Config.fromfile(str(CONFIGS / first.config)).model, ctx.weights, True)
-            if cell.noise_eval_file:
-                from cacim_core.measured import MeasuredConductances
-
-                MeasuredConductances.from_csv(cell.noise_eval_file)  # a bad file fails before any training
 
     def _float_cache(self, cell: Cell, ctx: Context) -> Path:
         """Where the float model of this (model, data, float recipe, seed) is cached: its float key."""

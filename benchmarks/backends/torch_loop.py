@@ -40,7 +40,6 @@ from benchmarks.results import (
 )
 from cacim_core import QuantConfig, noisy_evaluate, quantize_model, quantizers, refit_check, refit_counts
 from cacim_core.device import calibrate_adc, set_adc, set_tile
-from cacim_core.measured import MeasuredConductances
 from cacim_core.noise import parse
 from cacim_core.training import ha_sgd_backward
 
@@ -138,12 +137,11 @@ def train(
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    show = ctx.progress and ctx.main
     bar = tqdm(
         range(start, recipe.epochs),
         desc=desc,
         leave=False,
-        disable=not show,
+        disable=not (ctx.progress and ctx.main),
         initial=start,
         total=recipe.epochs,
     )
@@ -302,8 +300,6 @@ class TorchLoop:
         for cell in cells:
             if cell.fp_recipe is None and find_weights(ctx, cell) is None:
                 raise SetupError(missing_weights_message(ctx, cell))
-            if cell.noise_eval_file:  # a bad conductance file fails before any training
-                MeasuredConductances.from_csv(cell.noise_eval_file)
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None:
         data = self._bundle(cell.dataset, ctx)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from benchmarks.results import flat_option
 from cacim_core.registry import Registry
 
 SCALES = ("smoke", "proxy", "paper")
@@ -128,20 +129,13 @@ class Cell:
     @property
     def id(self) -> str:
         noise = f"n{self.noise_train * 100:g}" + (f"e{self.noise_eval * 100:g}" if self.noise_eval else "")
-        extra = "".join(f"-{k}={_compact(v)}" for k, v in self.options)
+        extra = "".join(f"-{k}={flat_option(v)}" for k, v in self.options)
         if isinstance(self.recipe, Recipe) and self.recipe.noise_samples != 1:
             extra += f"-L{self.recipe.noise_samples}e{self.recipe.epochs}"
         base = f"{self.arch}-{self.method}-{self.levels}L-{self.first_last}-{noise}-{self.init}-s{self.seed}"
         if self.noise_eval_file:
             extra += f"-measured={Path(self.noise_eval_file).stem}"
         return base + extra
-
-
-def _compact(value: Any) -> str:
-    """An option value as it appears in a cell id: dicts as k=v pairs, no quotes or braces."""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -180,11 +174,6 @@ def expand(experiment: str, setup: Setup, rows: list[Row]) -> list[Cell]:
         for arch in row.archs or tuple(setup.models)
         for seed in (setup.seeds if row.all_seeds else setup.seeds[:1])
     ]
-
-
-def experiment_names() -> list[str]:
-    _load_builtins()
-    return EXPERIMENTS.names()
 
 
 def _load_builtins() -> None:

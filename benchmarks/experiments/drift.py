@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from benchmarks.experiments import Cell, Condition, Recipe, Row, Setup, expand, register_experiment
+from benchmarks.experiments import Cell, Condition, Recipe, Row, expand, register_experiment
 from benchmarks.experiments.table1 import SETUPS as TABLE1
 from cacim_core.pcm import TIMES
 
@@ -25,15 +25,7 @@ SWEEP = tuple(
 SETUPS = {
     "paper": replace(TABLE1["paper"], seeds=(0, 1, 2)),
     "proxy": replace(TABLE1["proxy"], seeds=(0, 1, 2)),
-    "smoke": Setup(
-        {"resnet20": "resnet20_narrow"},
-        "digits8",
-        Recipe(epochs=1, batch_size=64, lr=0.02, refit_threshold=1.5),
-        fp_recipe=Recipe(epochs=1, batch_size=64, lr=0.1),
-        trials=2,
-        seeds=(0, 1),
-        max_batches=2,
-    ),
+    "smoke": replace(TABLE1["smoke"], fp_recipe=Recipe(epochs=1, batch_size=64, lr=0.1), seeds=(0, 1)),
 }
 
 

@@ -3,8 +3,7 @@
 from dataclasses import replace
 
 from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
-from benchmarks.experiments.table1 import PROXY_FP as TABLE1_FP
-from benchmarks.experiments.table1 import PROXY_FT as TABLE1_FT
+from benchmarks.experiments.table1 import PROXY_FP, PROXY_FT
 
 # Paper: torchvision pretrained weights; SGD momentum 0.9, batch 64, weight decay 1e-4, up to 90 epochs;
 # lr 1e-4, 2e-5 at epoch 30, 4e-6 at epoch 40, then x0.5 every 5 epochs; T = 0.1.
@@ -21,8 +20,7 @@ PAPER = Recipe(
 # float model. Measured (`make table3`, 2 workers, this 2-core CPU): 56 min 40 s wall, 95 CPU-minutes; median
 # 95% CI half-width of the top-1 gaps 1.65 pt over 43 cells, far wider on the ResNet-50b 3-level cells (their
 # seeds spread over 5-22 pt): the proxy's time/resolution trade, neither goal (30 min, 0.5 pt) held.
-PROXY = replace(TABLE1_FT, refit_threshold=0.1)
-PROXY_FP = TABLE1_FP
+PROXY = replace(PROXY_FT, refit_threshold=0.1)
 SETUPS = {
     "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
     "proxy": Setup(

@@ -60,31 +60,13 @@ def _setup(
     return Setup({"ssd300": model}, dataset, recipe(quant), recipe(fp), trials)
 
 
-SLIM = "ssd300_slim_vocshapes_cacim.py"
+SLIM = ("ssd300_slim_vocshapes_cacim.py", "ssd300-vgg16 x1/8 width", SHAPES)  # config, model, dataset
 SETUPS = {
-    "smoke": _setup(
-        SLIM,
-        "ssd300-vgg16 x1/8 width",
-        SHAPES,
-        multistep(4, 1e-3, 2),
-        multistep(2, 1e-4, 1),
-        2,
-        SMOKE,
-        SMOKE_EXTRA,
-    ),
+    "smoke": _setup(*SLIM, multistep(4, 1e-3, 2), multistep(2, 1e-4, 1), 2, SMOKE, SMOKE_EXTRA),
     # AdamW from random init (see the proxy config): 3000 float steps, 300 per quantized cell; 3 seeds,
     # each its own float SSD, so every number has a 95% CI over seeds (`SEEDS=0`: one run, 1/3 the time)
     "proxy": replace(
-        _setup(
-            SLIM,
-            "ssd300-vgg16 x1/8 width",
-            SHAPES,
-            multistep(3000, 1e-3, 100),
-            multistep(300, 1e-4, 10),
-            5,
-            PROXY,
-        ),
-        seeds=(0, 1, 2),
+        _setup(*SLIM, multistep(3000, 1e-3, 100), multistep(300, 1e-4, 10), 5, PROXY), seeds=(0, 1, 2)
     ),
     "paper": _setup(
         "ssd300_vgg16_voc0712_cacim.py",

@@ -33,16 +33,11 @@ def _setup(config: str, model: str, dataset: str, fp: dict, quant: dict, data, e
     return Setup({"pspnet": model}, dataset, recipe(quant), recipe(fp), trials=1)
 
 
-SLIM = "pspnet_r18-slim_vocshapes_cacim.py"
+SLIM = ("pspnet_r18-slim_vocshapes_cacim.py", "pspnet-r18-d8 x1/4 width", SHAPES)  # config, model, dataset
 SETUPS = {
-    "smoke": _setup(
-        SLIM, "pspnet-r18-d8 x1/4 width", SHAPES, poly(4, 1e-2), poly(2, 1e-3), SMOKE, SMOKE_EXTRA
-    ),
+    "smoke": _setup(*SLIM, poly(4, 1e-2), poly(2, 1e-3), SMOKE, SMOKE_EXTRA),
     # 3 seeds, each its own float PSPNet: every number has a 95% CI over seeds (`SEEDS=0`: one run)
-    "proxy": replace(
-        _setup(SLIM, "pspnet-r18-d8 x1/4 width", SHAPES, poly(2000, 1e-2), poly(300, 1e-3), PROXY),
-        seeds=(0, 1, 2),
-    ),
+    "proxy": replace(_setup(*SLIM, poly(2000, 1e-2), poly(300, 1e-3), PROXY), seeds=(0, 1, 2)),
     "paper": _setup(
         "pspnet_r50-d8_voc12aug_cacim.py",
         "pspnet-r50-d8",
