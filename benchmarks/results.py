@@ -232,8 +232,18 @@ def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):
         base["noise_samples"] = r.recipe.get("noise_samples", 1)
         for p in r.sweep:
             for name, m in p.metrics.items():
-                rows.append({**base, "test_noise": p.noise, "adc_bits": p.adc_bits, "tile": p.tile,
-                             "metric": name, "mean": m.mean, "std": m.std, "n": m.n})  # fmt: skip
+                rows.append(
+                    {
+                        **base,
+                        "test_noise": p.noise,
+                        "adc_bits": p.adc_bits,
+                        "tile": p.tile,
+                        "metric": name,
+                        "mean": m.mean,
+                        "std": m.std,
+                        "n": m.n,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

@@ -88,21 +88,27 @@ def init_distributed(ctx: Context) -> None:
     ctx.rank, ctx.world = dist.get_rank(), dist.get_world_size()
 
 
-# Record fields that a cell and an outcome give as they are
-FROM_CELL = (
-    "experiment", "seed", "arch", "model", "dataset", "method", "levels", "first_last", "noise_train",
-    "noise_eval", "init", "noise_eval_file",
-)  # fmt: skip
-FROM_OUTCOME = ("metrics", "sweep", "refits", "dataset_fingerprint", "resumed")
-
-
 def make_record(cell: Cell, outcome: Outcome, ctx: Context) -> Record:
     return Record(
-        **{name: getattr(cell, name) for name in FROM_CELL},
-        **{name: getattr(outcome, name) for name in FROM_OUTCOME},
+        experiment=cell.experiment,
         cell=cell.id,
         scale=ctx.scale,
+        seed=cell.seed,
+        arch=cell.arch,
+        model=cell.model,
+        dataset=cell.dataset,
+        method=cell.method,
+        levels=cell.levels,
+        first_last=cell.first_last,
+        noise_train=cell.noise_train,
+        noise_eval=cell.noise_eval,
+        metrics=outcome.metrics,
+        init=cell.init,
+        noise_eval_file=cell.noise_eval_file,
         options=dict(cell.options),
+        sweep=outcome.sweep,
+        refits=outcome.refits,
+        dataset_fingerprint=outcome.dataset_fingerprint,
         code_version=code_version(),
         source_hash=source_hash(cell.method) + "".join(f"+{h}" for h in PLUGINS.values()),
         recipe=_declared(cell),
@@ -110,6 +116,7 @@ def make_record(cell: Cell, outcome: Outcome, ctx: Context) -> Record:
         precision=ctx.precision,
         world_size=ctx.world,
         wall_time_s=round(outcome.train_time_s, 2),
+        resumed=outcome.resumed,
         finished_at=now_iso(),
     )
 
