@@ -91,6 +91,8 @@ def compare(
     frame: pd.DataFrame, method: str, against: list[str], metric: str | None = None
 ) -> list[Comparison]:
     """Every column where `method` and a method of `against` both have records, paired by seed."""
+    if method in against:
+        raise ValueError(f"{method} compared with itself: drop it from --against")
     known = set(frame["method"]) if not frame.empty else set()
     missing = [m for m in (method, *against) if m not in known]
     if missing:

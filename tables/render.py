@@ -51,7 +51,8 @@ class Row:
     label: str
     match: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)
-    metrics: tuple[str, ...] | None = None  # overrides the columns' metrics (e.g. a full-precision row)
+    # overrides the columns' metrics (e.g. a full-precision row): for every column, or by column header
+    metrics: tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,8 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
             if row.match is None:
                 text = "not implemented here"
             else:
-                measured = measure(
-                    select(frame, {**row.match, **col.match}), row.metrics or col.metrics, scale
-                )
+                override = row.metrics.get(col.header) if isinstance(row.metrics, dict) else row.metrics
+                measured = measure(select(frame, {**row.match, **col.match}), override or col.metrics, scale)
                 text = measured.text(col.digits) if measured else "not run"
             out.append({**where, "source": "measured", "text": text, "measured": measured})
     return out

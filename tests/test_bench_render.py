@@ -92,3 +92,23 @@ def test_resolution_line_is_the_median_t_half_width_per_gap_metric(tmp_path):
     want5 = statistics.median(half([x / 10 for x in g]) for g in top1.values())
     line = next(x for x in text.splitlines() if "Resolution" in x)
     assert f"top1 {want1:.2f} pt over 3 cells; top5 {want5:.2f} pt over 3 cells" in line
+
+
+def test_a_row_overrides_each_columns_metric_by_header(tmp_path):
+    """A float row beside two metric columns (Table 5: mIoU, pAcc) shows each column's own float metric."""
+    results = tmp_path / "results"
+    record = make_record("s0", experiment="toy", scale="proxy")
+    record.metrics.update(fp_top1=Metric(91.0), fp_top5=Metric(99.0))
+    write_record(results, record)
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="toy",
+        reference=str(tmp_path / "none.csv"),
+        columns=(Column("Top-1", ("top1",)), Column("Top-5", ("top5",))),
+        rows=(Row("float", {"method": "lloyd"}, metrics={"Top-1": ("fp_top1",), "Top-5": ("fp_top5",)}),),
+    )
+    md, _, _ = render(spec, "proxy", results, tmp_path / "out")
+    (line,) = [line for line in md.read_text().splitlines() if line.startswith("| float")]
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells == ["float", "-", "91.00 [proxy, 1 run]", "-", "99.00 [proxy, 1 run]"]

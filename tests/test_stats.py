@@ -75,6 +75,8 @@ def test_compare_says_not_detectable_when_there_is_no_difference(tmp_path, capsy
     assert (tmp_path / "out" / "smoke" / "compare_table1_mine.csv").is_file()
     assert main([*args[:-1], "nope", "--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: no records of nope")
+    assert main([*args[:-1], "mine", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: mine compared with itself")
 
 
 def test_compare_says_how_many_seeds_a_noisy_pair_needs(tmp_path):

@@ -9,7 +9,7 @@ SPEC = TableSpec(
     columns=(Column("mIoU", ("mIoU",), digits=1), Column("pAcc", ("pAcc",), digits=1)),
     rows=(
         *(Row(str(levels), {"method": "lloyd", "levels": levels}) for levels in (3, 4, 8)),
-        Row("float", {"method": "lloyd", "levels": 3}, metrics=("fp_mIoU", "fp_pAcc")),
+        Row("float", {"method": "lloyd", "levels": 3}, metrics={"mIoU": ("fp_mIoU",), "pAcc": ("fp_pAcc",)}),
     ),
     notes=(
         "Every conv layer quantized (Lloyd / GDQ), fine-tuned from the float model (Algorithm 1).",
