@@ -14,6 +14,7 @@ SPEC = TableSpec(
     notes=(
         "The paper reports no significant difference across delta in 1..4% and uses 2% afterwards "
         "(no numbers printed).",
-        "Each model is evaluated under the same delta it was trained with (mean ± std over noise draws).",
+        "Each model is evaluated under the same delta it was trained with (per seed the mean over "
+        "noise draws; one seed: ± their std).",
     ),
 )

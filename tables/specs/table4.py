@@ -11,7 +11,8 @@ QUANTIZED_NOTE = (
     "neck and head float."
 )
 NOISE_NOTE = (
-    "w/ 1% noise: trained with NATS delta = 1% and tested under 1% noise: mean ± std over noise draws."
+    "w/ 1% noise: trained with NATS delta = 1% and tested under 1% noise; per seed the mean over noise draws,"
+    " then mean ± 95% CI over seeds (one seed: ± std over its draws)."
 )
 QUOTED_NOTE = "ADMM and Yang et al. are quoted only (not implemented here)."
 
