@@ -51,12 +51,11 @@ def gap(records: list[Record], metric: str) -> Gap | None:
 def error_bars(seeds: Iterable[int]) -> str:
     """What the error bars are, from the seed counts of the drawn gaps (see `Gap.std`)."""
     counts = sorted(set(seeds))
-    if counts == [1]:
-        return "std over noise draws (one seed)"
     several = [n for n in counts if n > 1]
-    span = f"{several[0]}-{several[-1]}" if len(several) > 1 else f"{several[0]}" if several else ""
-    text = f"95% CI over {span} seeds" if several else "none"
-    return text + ("; one seed: std over noise draws" if 1 in counts and several else "")
+    if not several:
+        return "std over noise draws (one seed)" if counts else "none"
+    span = f"{several[0]}-{several[-1]}" if len(several) > 1 else f"{several[0]}"
+    return f"95% CI over {span} seeds" + ("; one seed: std over noise draws" if 1 in counts else "")
 
 
 def select(records: Iterable[Record], **wanted: object) -> list[Record]:
