@@ -5,5 +5,6 @@
 - fig3: ours with noise vs others without (records of table3/delta/fig3 and table4; quoted bars hatched).
 - fig4: (a) a 4-level layer on conductances, simulated vs the measured model (`--conductances CSV`);
   (b) records of experiment fig4b.
-Output: `figures/out/<name>.png` and `.pdf`. Missing inputs are listed with the `make` target producing them.
+Output: `figures/out/<scale>/<name>.png` and `.pdf`. Missing inputs are listed with the `make` target
+producing them.
 """

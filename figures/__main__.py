@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if rendered.figure is None:
             not_drawn.append(name)
             continue
-        paths = style.save(rendered.figure, ctx.out, name)
+        paths = style.save(rendered.figure, ctx.out / ctx.scale, name)  # per scale, like the tables
         print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
     if not_drawn:
         print(f"not drawn (no measured inputs yet): {', '.join(not_drawn)}", file=sys.stderr)

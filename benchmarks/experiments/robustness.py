@@ -57,7 +57,8 @@ SWEEP = (
 SETUPS = {
     # Paper scale: ResNet-20 on CIFAR-10 with Table 1's recipe (needs DATA= and a GPU for the whole grid).
     "paper": TABLE1["paper"],
-    # Proxy: Table 1's proxy network and float model (shared cache), a shorter fine-tuning.
+    # Proxy: the narrow ResNet-20 on 16x16 digits (not Table 1's synth32 proxy: its float models differ),
+    # Table 1's proxy float recipe; its own fine-tuning (4 epochs at lr 0.02, Table 1 proxy: 2 at 0.01).
     "proxy": Setup(
         {"resnet20": "resnet20_narrow"},
         "digits16",
