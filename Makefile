@@ -43,8 +43,8 @@ bench: core
 # make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,mine] [PLUGIN=my_module|file.py]
 #             [SEEDS=0,1,2] [WORKERS=2] [FORCE=1] [RERUN_STALE=1]
 RUN = $(VPY) -m benchmarks run
-RUN_FLAGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-	$(if $(METHODS),--methods $(METHODS)) $(foreach p,$(subst $(comma), ,$(PLUGIN)),--plugin $(p)) \
+PLUGIN_FLAGS = $(if $(METHODS),--methods $(METHODS)) $(foreach p,$(subst $(comma), ,$(PLUGIN)),--plugin $(p))
+RUN_FLAGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(PLUGIN_FLAGS) \
 	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force) \
 	$(if $(RERUN_STALE),--rerun-stale)
 comma := ,
@@ -76,11 +76,12 @@ drift: core
 	$(RUN) drift $(RUN_FLAGS)
 	$(VPY) -m figures.drift --scale $(SCALE)
 
-# ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=)
+# ---- figures and the section 5.1 table: read the results store, never train (CHECKPOINT=, CONDUCTANCES=,
+# METHODS= the quantizers drawn, PLUGIN= a module or file registering one)
 CHECKPOINT ?=
 CONDUCTANCES ?=
 FIGURE_ARGS = --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
-	$(if $(CONDUCTANCES),--conductances $(CONDUCTANCES))
+	$(if $(CONDUCTANCES),--conductances $(CONDUCTANCES)) $(PLUGIN_FLAGS)
 .PHONY: figures figure2 figure3 figure4 digital_cost fig3-results fig4b-results figures-results
 
 # Everything the figures read, at $(SCALE) (resumable: finished cells are skipped). On a fresh machine
@@ -94,7 +95,7 @@ figure2 figure3 figure4: core
 	$(VPY) -m figures $(subst figure,fig,$@) $(FIGURE_ARGS)
 
 digital_cost: core
-	$(VPY) -m tables.digital_cost --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(VPY) -m tables.digital_cost --scale $(SCALE) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(PLUGIN_FLAGS)
 
 # the trained cells Figures 3 and 4(b) read (Table 3 and Table 4 cells come from `make table3 table4`)
 fig3-results: delta

@@ -9,8 +9,6 @@ is taken over and the cell resumes from its checkpoint.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import inspect
 import json
 import os
@@ -36,7 +34,7 @@ from benchmarks.results import (
     record_path,
     write_record,
 )
-from cacim_core import quantizers
+from cacim_core import quantizers, registry
 from cacim_core.measured import MeasuredConductances
 from cacim_core.quantizers.base import QUANTIZERS
 
@@ -45,22 +43,11 @@ PLUGINS: dict[str, str] = {}
 
 
 def load_plugin(name: str) -> None:
-    """Import a user module by name (the working directory is importable) or by file path."""
-    path = Path(name)
+    """Import a user module by name or file path (`cacim_core.registry.load_plugin`); remember its source."""
     try:
-        if name.endswith(".py") or path.is_file():
-            if not path.is_file():
-                raise SetupError(f"plugin file {name} does not exist")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(name)
+        module = registry.load_plugin(name)
     except ImportError as exc:
-        raise SetupError(f"cannot import plugin {name!r} ({exc}): pass a module name or a .py file") from exc
+        raise SetupError(str(exc)) from exc
     digest = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
     PLUGINS[str(Path(module.__file__).resolve())] = digest
 

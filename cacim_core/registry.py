@@ -7,7 +7,13 @@ an error that lists the known ones.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -58,3 +64,23 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def load_plugin(name: str) -> ModuleType:
+    """Import a user module by name (the working directory is importable) or by .py file path: its
+    decorators register what it defines. ImportError (one line) names the two accepted forms."""
+    path = Path(name)
+    try:
+        if name.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise ImportError(f"no such file {name}")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            return module
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import plugin {name!r} ({exc}): pass a module name or a .py file") from exc

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cacim_core.registry import load_plugin
 from figures import fig2, fig3, fig4, style
 from figures.context import DEFAULT_CONDUCTANCES, Context, Rendered
 
@@ -30,9 +31,24 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
         default=DEFAULT_CONDUCTANCES,
         help="CSV of measured conductances (uS) for Figure 4 (default: generated example)",
     )
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="quantizers to draw, comma-separated (Figure 2's panels; Figures 3 and 4(b) with noise; default:"
+        " uniform,log2,lloyd for Figure 2, lloyd and every other method in the records for 3 and 4(b))",
+    )
+    parser.add_argument(
+        "--plugin", action="append", default=[], help="module or .py file to import (repeatable)"
+    )
     args = parser.parse_args(argv)
+    for plugin in args.plugin:
+        try:
+            load_plugin(plugin)
+        except ImportError as exc:
+            parser.exit(2, f"error: {exc}\n")
     names = list(FIGURES) if args.figure == "all" else [args.figure]
-    return names, Context(args.results, args.out, args.scale, args.checkpoint, args.conductances)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    return names, Context(args.results, args.out, args.scale, args.checkpoint, args.conductances, methods)
 
 
 def main(argv: list[str] | None = None) -> int:

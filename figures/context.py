@@ -19,6 +19,7 @@ class Context:
     scale: str = "proxy"
     checkpoint: Path | None = None
     conductances: Path = DEFAULT_CONDUCTANCES
+    methods: tuple[str, ...] = ()  # the quantizers drawn (--methods); empty: each figure's default
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Figure 2: one layer's weights quantized by uniform, log2 and Lloyd (8 levels), with each quantizer's MSE.
+"""Figure 2: one layer's weights quantized by uniform, log2 and Lloyd (8 levels; `--methods` for others),
+with each quantizer's MSE.
 
 The paper quantizes the last FC layer of ResNet-18; here it is the last layer of a checkpoint (the trained
 proxy model by default, or `--checkpoint PATH`), or a labelled synthetic layer when there is none.
@@ -72,4 +73,4 @@ def render(ctx: Context) -> Rendered:
     missing = Missing()
     if layer.synthetic:
         missing.add("trained proxy checkpoint (Figure 2 used a synthetic layer)", "make table3")
-    return Rendered(plot(layer), missing)
+    return Rendered(plot(layer, LEVELS, ctx.methods or METHODS), missing)

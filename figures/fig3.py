@@ -30,11 +30,12 @@ class Bar:
     n: int = 0  # training seeds behind a measured bar
 
 
-def ours_bar(pair: Pair, records: list[Record]) -> Bar:
-    """Our Lloyd model with noise: the record with the paper's delta, else any noisy one (its delta shown)."""
+def noisy_bar(pair: Pair, records: list[Record], method: str = "lloyd") -> Bar:
+    """`method` (ours: lloyd) trained and evaluated with noise: the record with the paper's delta, else any
+    noisy one (its delta shown)."""
     noisy = [
         r
-        for r in store.select(records, method="lloyd", levels=pair.levels, model=pair.model)
+        for r in store.select(records, method=method, levels=pair.levels, model=pair.model)
         if r.experiment in pair.experiments
         and r.noise_train > 0
         and r.noise_eval > 0
@@ -42,13 +43,14 @@ def ours_bar(pair: Pair, records: list[Record]) -> Bar:
     ]
     exact = [r for r in noisy if abs(r.noise_train - pair.noise) < 1e-9]
     found = store.gap(exact or noisy, pair.metric)
-    name = f"{pair.levels}L {pair.model_label} | Ours w/ {pair.noise:.0%} noise"
+    who = "Ours" if method == "lloyd" else style.label(method)
+    name = f"{pair.levels}L {pair.model_label} | {who} w/ {pair.noise:.0%} noise"
     if found is None:
-        return Bar(name, "lloyd", None)
+        return Bar(name, method, None)
     delta = found.record.noise_train
     if not exact:
-        name = f"{pair.levels}L {pair.model_label} | Ours w/ {delta:.0%} noise (paper: {pair.noise:.0%})"
-    return Bar(name, "lloyd", found.value, found.std, dataset=found.record.dataset, n=found.n)
+        name = f"{pair.levels}L {pair.model_label} | {who} w/ {delta:.0%} noise (paper: {pair.noise:.0%})"
+    return Bar(name, method, found.value, found.std, dataset=found.record.dataset, n=found.n)
 
 
 def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
@@ -71,10 +73,11 @@ def other_bar(pair: Pair, records: list[Record], dataset: str | None) -> Bar:
     return Bar(name, pair.other, found.value, found.std, n=found.n)
 
 
-def plot(bars: list[Bar], scale: str) -> Figure:
-    """Horizontal bar pairs in the paper's order; hatched bars are quoted, missing ones say so."""
+def plot(bars: list[Bar], scale: str, per_pair: int = 2) -> Figure:
+    """Horizontal bar groups in the paper's order (`per_pair` bars each); hatched bars are quoted, missing
+    ones say so."""
     fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(bars) + 1.2), layout="constrained")
-    positions = [index + 0.6 * (index // 2) for index in range(len(bars))][::-1]  # gap between pairs
+    positions = [i + 0.6 * (i // per_pair) for i in range(len(bars))][::-1]  # a gap between the pairs
     for y, bar in zip(positions, bars, strict=True):
         if bar.value is None:
             ax.text(0, y, " not measured yet", va="center", fontsize=7, color="#777777")
@@ -106,15 +109,25 @@ def plot(bars: list[Bar], scale: str) -> Figure:
 
 def render(ctx: Context) -> Rendered:
     records = load_records(ctx.results, scale=ctx.scale)
+    experiments = {e for pair in PAIRS for e in pair.experiments}
+    noisy = [r for r in records if r.experiment in experiments and r.noise_train > 0 and r.noise_eval > 0]
+    methods, absent = store.drawn_methods(noisy, ctx.methods)
     missing = Missing()
-    bars = []
+    for method in absent:
+        missing.add(f"{ctx.scale} records of {method} with noise", f"make fig3-results METHODS={method}")
+    bars, measured = [], False
     for pair in PAIRS:
-        ours = ours_bar(pair, records)
-        if ours.value is None:
-            missing.add(
-                f"{ctx.scale} record: lloyd {pair.levels}L {pair.model_label} with noise", pair.make_target
-            )
-        bars += [ours, other_bar(pair, records, ours.dataset)]
-    if all(bar.value is None for bar in bars[::2]):
+        noisy = [noisy_bar(pair, records, method) for method in methods]
+        measured |= any(bar.value is not None for bar in noisy)
+        for bar in noisy:
+            if bar.value is None:
+                missing.add(
+                    f"{ctx.scale} record: {bar.method} {pair.levels}L {pair.model_label} with noise",
+                    pair.make_target + (f" METHODS={bar.method}" if bar.method != "lloyd" else ""),
+                )
+        # the baseline is compared on the data of the first measured noisy bar
+        dataset = next((bar.dataset for bar in noisy if bar.value is not None), None)
+        bars += [*noisy, other_bar(pair, records, dataset)]
+    if not measured:
         return Rendered(None, missing)
-    return Rendered(plot(bars, ctx.scale), missing)
+    return Rendered(plot(bars, ctx.scale, len(methods) + 1), missing)

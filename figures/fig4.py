@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -66,6 +67,7 @@ GROUPS = tuple(
     for levels in (4, 8)
 )
 MAKE_TARGET = "make fig4b-results"  # produces every group's records
+LABELS = {wtype.key: wtype.label for wtype in WEIGHT_TYPES}
 
 
 def layer_conductances(layer: Layer, levels: int = LEVELS) -> Tensor:
@@ -119,22 +121,28 @@ def plot_distribution(
     ax.legend(loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
 
 
-def gap_table(records: list[Record]) -> dict[tuple[str, str], store.Gap | None]:
-    """(group label, weight type) -> gap of the newest matching fig4b record, or None."""
+def gap_table(
+    records: list[Record], methods: Sequence[str] = ("lloyd",)
+) -> dict[tuple[str, str, str], store.Gap | None]:
+    """(group label, method, weight type) -> gap of the newest matching fig4b record, or None."""
     table = {}
     for group in GROUPS:
-        cell = store.select(records, model=group.family, levels=group.levels)
-        for wtype in WEIGHT_TYPES:
-            same = [r for r in cell if weight_type(r) == wtype.key]
-            table[group.label, wtype.key] = store.gap(same, group.metric)
+        for method in methods:
+            cell = store.select(records, model=group.family, levels=group.levels, method=method)
+            for wtype in WEIGHT_TYPES:
+                same = [r for r in cell if weight_type(r) == wtype.key]
+                table[group.label, method, wtype.key] = store.gap(same, group.metric)
     return table
 
 
-def plot_gaps(ax: Axes, table: dict[tuple[str, str], store.Gap | None], scale: str) -> None:
+def plot_gaps(ax: Axes, table: dict[tuple[str, str, str], store.Gap | None], scale: str) -> None:
+    """Bars per weight type in groups of (model and levels, method)."""
+    columns = list(dict.fromkeys((label, method) for label, method, _ in table))
+    several = len({method for _, method in columns}) > 1
     width = 0.8 / len(WEIGHT_TYPES)
     for offset, wtype in enumerate(WEIGHT_TYPES):
-        for x, group in enumerate(GROUPS):
-            found = table[group.label, wtype.key]
+        for x, (label, method) in enumerate(columns):
+            found = table[label, method, wtype.key]
             position = x + (offset - (len(WEIGHT_TYPES) - 1) / 2) * width
             if found is None:
                 ax.text(
@@ -150,8 +158,9 @@ def plot_gaps(ax: Axes, table: dict[tuple[str, str], store.Gap | None], scale: s
                 color=style.WEIGHT_TYPE_COLORS[wtype.key],
             )
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(range(len(GROUPS)), [group.label for group in GROUPS])
-    ax.set_xlim(-0.5, len(GROUPS) - 0.5)
+    ticks = [f"{label}\n{style.label(method)}" if several else label for label, method in columns]
+    ax.set_xticks(range(len(columns)), ticks, fontsize=7 if several else None)
+    ax.set_xlim(-0.5, len(columns) - 0.5)
     ax.set_ylabel("top-1 or mAP gap (pp; lower is better)")
     bars = store.error_bars(found.n for found in table.values() if found is not None)
     ax.set_title(f"(b) measured at {scale} scale\nerror bars: {bars}")
@@ -167,7 +176,7 @@ def plot(
     layer: Layer,
     measured: MeasuredConductances,
     generated: bool,
-    table: dict[tuple[str, str], store.Gap | None],
+    table: dict[tuple[str, str, str], store.Gap | None],
     scale: str,
 ) -> Figure:
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(9.0, 3.4), layout="constrained")
@@ -189,9 +198,13 @@ def render(ctx: Context) -> Rendered:
             "pass --conductances FILE with real measurements",
             file=sys.stderr,
         )
-    table = gap_table(load_records(ctx.results, EXPERIMENT, ctx.scale))
-    for group in GROUPS:
-        for wtype in WEIGHT_TYPES:
-            if table[group.label, wtype.key] is None:
-                missing.add(f"{ctx.scale} {EXPERIMENT} record: {group.label}, {wtype.label}", MAKE_TARGET)
+    records = load_records(ctx.results, EXPERIMENT, ctx.scale)
+    methods, absent = store.drawn_methods(records, ctx.methods)
+    for method in absent:
+        missing.add(f"{ctx.scale} {EXPERIMENT} records of {method}", f"{MAKE_TARGET} METHODS={method}")
+    table = gap_table(records, methods)
+    for (label, method, wtype), found in table.items():
+        if found is None:
+            target = MAKE_TARGET + (f" METHODS={method}" if method != "lloyd" else "")
+            missing.add(f"{ctx.scale} {EXPERIMENT} record: {label}, {method}, {LABELS[wtype]}", target)
     return Rendered(plot(layer, measured, generated, table, ctx.scale), missing)

@@ -48,6 +48,16 @@ def gap(records: list[Record], metric: str) -> Gap | None:
     return Gap(interval.mean, interval.half, interval.n, cell[0])
 
 
+def drawn_methods(records: Iterable[Record], wanted: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(drawn, absent): a figure draws lloyd (ours) and every other method with `records` (a plugin's copies
+    of our cells, run with `METHODS=lloyd,mine PLUGIN=...`), or of `wanted` (--methods) lloyd and those
+    with records; `absent` are the wanted ones without any, for the figure to report."""
+    have = {r.method for r in records}
+    if not wanted:
+        return ["lloyd", *sorted(have - {"lloyd"})], []
+    return [m for m in wanted if m in have or m == "lloyd"], [m for m in wanted if m not in have | {"lloyd"}]
+
+
 def error_bars(seeds: Iterable[int]) -> str:
     """What the error bars are, from the seed counts of the drawn gaps (see `Gap.std`)."""
     counts = sorted(set(seeds))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -34,7 +35,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "admm": ("#6F4E37", "ADMM"),
     "lat": ("#F2B701", "LAT"),
 }
-FALLBACK_COLOR = "#555555"
+#: Colours for methods not listed above (a plugin's), picked by a stable hash of the name.
+EXTRA_COLORS = ("#555555", "#882255", "#44AA99", "#117733", "#AA4499", "#332288", "#DDCC77", "#661100")
 
 #: Figure 4 compares weight types, not methods: their own fixed colours.
 WEIGHT_TYPE_COLORS: dict[str, str] = {
@@ -63,7 +65,9 @@ plt.rcParams.update(
 
 
 def color(method: str) -> str:
-    return METHODS[method][0] if method in METHODS else FALLBACK_COLOR
+    if method in METHODS:
+        return METHODS[method][0]
+    return EXTRA_COLORS[zlib.crc32(method.encode()) % len(EXTRA_COLORS)]
 
 
 def label(method: str) -> str:

@@ -31,6 +31,7 @@ from benchmarks.experiments import SCALES
 from benchmarks.layers import Layer, load_layer
 from benchmarks.results import atomic_write
 from cacim_core import quantizers
+from cacim_core.registry import load_plugin
 
 LEVEL_COUNTS = (3, 4, 8)
 CODEBOOK_VALUE_BITS = 32  # one float32 per stored level
@@ -177,13 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="proxy", choices=SCALES)
     parser.add_argument("--layer", default="last", help="'first', 'last' or a weight name in the checkpoint")
     parser.add_argument("--out", type=Path, default=Path("tables/out"))
+    parser.add_argument("--methods", default="", help="comma-separated (default: every registered quantizer)")
+    parser.add_argument("--plugin", action="append", default=[], help="module or .py file to import first")
     args = parser.parse_args(argv)
     try:
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        methods = [m for m in args.methods.split(",") if m]
+        unknown = [m for m in methods if m not in quantizers.names()]
+        if unknown:
+            raise KeyError(
+                f"unknown quantizer(s) {', '.join(unknown)}; registered: {', '.join(quantizers.names())} "
+                "(--plugin MODULE_OR_FILE registers more)"
+            )
         layer = load_layer(args.checkpoint, args.layer, args.results, args.scale)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ImportError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
         return 2
-    text = render(layer, [name for name in quantizers.names() if name != "lloyd_exact"])
+    text = render(layer, methods or [name for name in quantizers.names() if name != "lloyd_exact"])
     target = atomic_write(args.out / args.scale / "digital_cost.md", text)
     print(f"wrote {target}")
     return 0

@@ -136,6 +136,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         return err
 
     assert "unknown method(s) nope" in error(["run", "table1", "--scale", "smoke", "--methods", "nope"])
+    for plugin in (str(tmp_path / "nope.py"), "no_such_module"):
+        assert "cannot import plugin" in error(["run", "table1", "--scale", "smoke", "--plugin", plugin])
     assert "cifar-10-batches-py" in error(["run", "table1", "--scale", "paper"])
     assert "unknown experiment" in error(["run", "table9", "--scale", "smoke"])
     write_imagenet(tmp_path / "imagenet")

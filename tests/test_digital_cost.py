@@ -91,3 +91,16 @@ def test_cli_writes_a_row_per_method_and_level(tmp_path: Path) -> None:
             assert (f"| {method} | {levels} |" in text) == (method != "lloyd_exact")
     assert "m.pt: fc.weight" in text and "| paper example {1, 2, 4, 6} | 4 | 4 (layer) | 3 |" in text
     assert dc.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_cli_takes_a_plugin_and_a_method_list(tmp_path: Path, capsys) -> None:
+    torch.save({"fc.weight": torch.randn(20, 64)}, tmp_path / "m.pt")
+    plugin = str(Path(__file__).parent / "cacim_test_plugin.py")
+    args = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "out")]
+    assert dc.main([*args, "--plugin", plugin, "--methods", "lloyd,maxabs_grid"]) == 0
+    rows = (tmp_path / "out" / "proxy" / "digital_cost.md").read_text().splitlines()
+    methods = {line.split("|")[1].strip() for line in rows if line.startswith("| ")}
+    assert {"lloyd", "maxabs_grid"} <= methods and "uniform" not in methods
+    assert dc.main([*args, "--methods", "lloyd,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown quantizer(s) nope" in err and "--plugin" in err

@@ -21,7 +21,7 @@ from cacim_core import QuantConfig, quantize_model, weight_noise  # noqa: E402
 from cacim_core.device import ConductanceMap  # noqa: E402
 from cacim_core.measured import MeasuredConductances, MeasuredNoise  # noqa: E402
 from figures import __main__ as cli  # noqa: E402
-from figures import fig2, fig3, fig4  # noqa: E402
+from figures import fig2, fig3, fig4, style  # noqa: E402
 from figures.context import DEFAULT_CONDUCTANCES, Context  # noqa: E402
 from figures.data import make_example_conductances  # noqa: E402
 from figures.store import error_bars  # noqa: E402
@@ -343,3 +343,49 @@ def test_fig2_takes_any_number_of_methods(tmp_path: Path) -> None:
 def test_error_bar_label_says_what_the_bars_are(seeds: list[int], expected: str) -> None:
     """Several seeds give CIs, one seed the spread of its noise draws: the figure titles say which."""
     assert error_bars(seeds) == expected
+
+
+PLUGIN = Path(__file__).parent / "cacim_test_plugin.py"
+
+
+def test_a_plugin_quantizer_is_drawn_in_every_figure(tmp_path: Path, store: Path) -> None:
+    """--plugin FILE and --methods: Figure 2 gets the plugin's panel; Figures 3 and 4(b) draw every method
+    with records (a plugin's copies of our cells) beside ours, each method's bars from its own records."""
+    assert cli.main(["fig2", "--out", str(tmp_path / "out"), "--plugin", str(PLUGIN)]) == 0
+    methods = ("uniform", "lloyd", "maxabs_grid")
+    fig = fig2.render(Context(store, tmp_path / "out", SCALE, methods=methods)).figure
+    titles = [ax.get_title().split("\n")[0] for ax in fig.axes]
+    assert titles == [f"({letter}) {style.label(m)}" for letter, m in zip("abc", methods, strict=True)]
+    assert style.color("maxabs_grid") not in {style.color(m) for m in style.METHODS}
+
+    gaps = {"table3": (3, 0.03, 4.4), "fig4b": (4, 0.02, 2.2)}  # the plugin's copies of two of our cells
+    for experiment, (levels, noise, gap) in gaps.items():
+        metrics = {"gap_top1": gap, "gap_top1_std": 0.1}
+        write_record(store, experiment, "resnet18", "maxabs_grid", levels, noise, noise, metrics)
+    rendered = fig3.render(context(tmp_path, store))  # no --methods: lloyd and every noisy method
+    (ax,) = rendered.figure.axes
+    labels = [tick.get_text() for tick in ax.get_yticklabels()]
+    assert len(labels) == 3 * len(fig3.PAIRS)
+    assert sum("maxabs_grid w/" in text for text in labels) == len(fig3.PAIRS)
+    assert 4.4 in [round(patch.get_width(), 6) for patch in bar_patches(ax)]
+    what = f"{SCALE} record: maxabs_grid 8L ResNet-18b with noise"
+    assert (what, "make fig3-results METHODS=maxabs_grid") in rendered.missing.items
+
+    rendered = fig3.render(Context(store, tmp_path / "out", SCALE, methods=methods))
+    assert len(rendered.figure.axes[0].get_yticklabels()) == 3 * len(fig3.PAIRS)  # uniform has no noisy cell
+    absent = (f"{SCALE} records of uniform with noise", "make fig3-results METHODS=uniform")
+    assert absent in rendered.missing.items
+
+    ax_b = fig4.render(context(tmp_path, store)).figure.axes[1]
+    assert sorted(round(patch.get_height(), 6) for patch in bar_patches(ax_b)) == [1.0, 1.1, 1.5, 2.2, 3.0]
+    ticks = [tick.get_text() for tick in ax_b.get_xticklabels()]
+    assert ticks[:2] == [f"4L ResNet-18b\n{style.label(m)}" for m in ("lloyd", "maxabs_grid")]
+
+
+def test_cli_bad_plugin_or_method_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["fig2", "--plugin", str(tmp_path / "nope.py")])
+    assert info.value.code == 2 and "cannot import plugin" in capsys.readouterr().err
+    assert cli.main(["fig2", "--out", str(tmp_path / "out"), "--methods", "lloyd,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope" in err and "registered" in err
