@@ -35,10 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     _common(run_p)
     _common(sub.add_parser("list", help="list cells and status"))
     plan_p = sub.add_parser("plan", help="cells, steps, images and GPU-hours of a run, before starting it")
-    plan_p.add_argument("experiment")
-    plan_p.add_argument("--scale", default="paper", choices=SCALES)
+    _common(plan_p)
+    plan_p.set_defaults(scale="paper")
     plan_p.add_argument("--gpus", type=int, default=1)
-    plan_p.add_argument("--results", default="results")
     plan_p.add_argument("--data", default=None, help="needed only to count a proxy dataset")
     cmp_p = sub.add_parser("compare", help="paired differences of gaps (95% CI over seeds) from the store")
     cmp_p.add_argument("experiment")
@@ -79,24 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "compare":
         return _compare(args)
-    if args.command == "plan":
-        from benchmarks.plan import bill, render
-
-        try:
-            costs = bill(args.experiment, args.scale, args.results, args.data)
-            print(render(costs, args.experiment, args.scale, args.gpus), end="")
-        except (KeyError, ValueError) as exc:
-            print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
-            return 2
-        return 0
     methods = [m for m in args.methods.split(",") if m] or None
 
     from benchmarks import runner  # imports torch and cacim_core: after argument errors are reported
 
     try:
+        if not all(s.strip().isdigit() for s in args.seeds.split(",") if s):
+            raise ValueError(f"--seeds takes comma-separated integers (0,1,2), got: {args.seeds}")
         seeds = [int(s) for s in args.seeds.split(",") if s] or None
         for plugin in args.plugin:
             runner.load_plugin(plugin)
+        if args.command == "plan":
+            from benchmarks.plan import bill, render
+
+            costs = bill(args.experiment, args.scale, args.results, args.data, methods, seeds)
+            print(render(costs, args.experiment, args.scale, args.gpus), end="")
+            return 0
         if args.command == "list":
             for cell in cells(args.experiment, args.scale, methods, seeds):
                 done = is_finished(args.results, cell.experiment, args.scale, cell.id)

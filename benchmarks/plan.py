@@ -1,6 +1,6 @@
 """The bill before a run: cells, training steps, images and GPU-hours of an experiment at a scale.
 
-    python -m benchmarks plan table3 --scale paper [--gpus 8] [--results results]
+    python -m benchmarks plan table3 --scale paper [--gpus 8] [--methods lloyd,mine] [--seeds 0,1,2]
 
 GPU-hours come from the images/s that `make bench` measured on a GPU (results/_bench/throughput.json,
 keyed by model and device); without such a measurement they are printed as unknown, never guessed.
@@ -53,11 +53,17 @@ def _steps_images(cell: Cell, recipe: Recipe | MMRecipe | None, n_train: int | N
 
 
 def bill(
-    experiment: str, scale: str, results: str | Path = "results", data: str | None = None
+    experiment: str,
+    scale: str,
+    results: str | Path = "results",
+    data: str | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> pd.DataFrame:
-    """One row per (model, dataset): cells, float models to train (none where the recipe expects a user's
-    checkpoint), optimizer steps, training images, GPU-hours."""
-    listed = cells(experiment, scale)
+    """One row per (model, dataset): cells (of `methods` at `seeds`, as `run` would list them), float models
+    to train (none where the recipe expects a user's checkpoint), optimizer steps, training images,
+    GPU-hours."""
+    listed = cells(experiment, scale, methods, seeds)
     rates = {}
     path = Path(results) / THROUGHPUT
     if path.is_file():

@@ -34,7 +34,7 @@ from benchmarks.results import (
     record_path,
     write_record,
 )
-from cacim_core import quantizers, registry
+from cacim_core import registry
 from cacim_core.measured import MeasuredConductances
 from cacim_core.quantizers.base import QUANTIZERS
 
@@ -163,12 +163,6 @@ def run(
         todo = cells(experiment, scale, methods, seeds)
     except (ValueError, KeyError) as exc:
         raise SetupError(str(exc).strip("'\"")) from exc
-    unknown = sorted({c.method for c in todo} - set(quantizers.names()))
-    if unknown:
-        raise SetupError(
-            f"unknown method(s) {', '.join(unknown)}; registered: {', '.join(quantizers.names())} "
-            "(a plugin module can register more: --plugin MODULE_OR_FILE)"
-        )
     if not todo:
         raise SetupError(f"no cell of {experiment} uses methods {methods}")
     data_root = Path(data) if data else None
@@ -176,6 +170,11 @@ def run(
         weights = data_root / "weights"
     if device == "cuda" and not torch.cuda.is_available():
         raise SetupError("--device cuda: no CUDA device is visible here; use --device cpu")
+    if device == "cpu" and torch.cuda.is_available() and any(c.backend == "mmengine" for c in todo):
+        raise SetupError(
+            "--device cpu: mmengine picks CUDA whenever it is visible; hide the GPUs with "
+            "CUDA_VISIBLE_DEVICES= to run OpenMMLab cells on the CPU"
+        )
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx = Context(
         scale,

@@ -136,6 +136,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         return err
 
     assert "unknown method(s) nope" in error(["run", "table1", "--scale", "smoke", "--methods", "nope"])
+    assert "--reset-head retrains" in error(["run", "table1", "--scale", "smoke", "--reset-head"])
     for plugin in (str(tmp_path / "nope.py"), "no_such_module"):
         assert "cannot import plugin" in error(["run", "table1", "--scale", "smoke", "--plugin", plugin])
     assert "cifar-10-batches-py" in error(["run", "table1", "--scale", "paper"])

@@ -407,6 +407,25 @@ def test_paper_pretrained_backbone_is_a_local_file(tmp_path) -> None:
     assert cfg.model.backbone.init_cfg is None
 
 
+def test_torch_loop_options_are_refused_for_openmmlab_cells(tmp_path, monkeypatch) -> None:
+    """--amp, --channels-last, --reset-head, and --device cpu where mmengine would use a GPU: a one-line
+    error before any work, never a record that claims them."""
+    from benchmarks import runner
+    from benchmarks.backends import Context, SetupError
+    from benchmarks.backends.mmengine import MMEngine
+    from benchmarks.experiments import cells
+
+    cell = cells("table4", "smoke")[0]
+    for option in ("amp", "channels_last", "reset_head"):
+        with pytest.raises(SetupError) as err:
+            MMEngine().prepare([cell], Context("smoke", tmp_path / "results", None, None, **{option: True}))
+        assert option.replace("_", "-") in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SetupError, match="--device cpu: mmengine picks CUDA"):
+        runner.run("table4", "smoke", results=tmp_path / "results", device="cpu", progress=False)
+    assert not (tmp_path / "results").exists()
+
+
 def test_make_table4_picks_the_reading() -> None:
     """`make table4 SSD_READING=...` runs and renders that reading's experiment; an unknown reading is a
     one-line error naming the choices."""

@@ -195,6 +195,14 @@ class MMEngine:
         return self.data[key]
 
     def prepare(self, cells: list[Cell], ctx: Context) -> None:
+        # torch-loop options mmengine would ignore while the record claimed them: refused instead
+        ignored = [f for f, on in (("--amp", ctx.amp), ("--channels-last", ctx.channels_last)) if on]
+        ignored += ["--reset-head"] if ctx.reset_head else []
+        if ignored:
+            raise SetupError(
+                f"{' '.join(ignored)} apply to classification cells only; OpenMMLab cells train as their "
+                "config says (mixed precision: optim_wrapper AmpOptimWrapper in the config)"
+            )
         try:
             import mmdet  # noqa: F401
             import mmseg  # noqa: F401

@@ -300,6 +300,9 @@ class TorchLoop:
         for cell in cells:
             if cell.fp_recipe is None and find_weights(ctx, cell) is None:
                 raise SetupError(missing_weights_message(ctx, cell))
+            if ctx.reset_head and find_weights(ctx, cell) is None:  # nothing to reset: refused, not ignored
+                message = missing_weights_message(ctx, cell)
+                raise SetupError(f"--reset-head retrains the head of a supplied float file: {message}")
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None:
         data = self._bundle(cell.dataset, ctx)

@@ -199,10 +199,23 @@ def cells(
         firsts = {replace(c, seed=0).id: c for c in listed}
         listed = [replace(c, seed=s) for c in firsts.values() for s in seeds]
     if not methods:
-        return listed
+        return _registered(listed)
     known = {c.method for c in listed}
     chosen = [c for c in listed if c.method in methods]
     for method in methods:
         if method not in known:
             chosen += [replace(c, method=method) for c in listed if c.method == "lloyd"]
-    return chosen
+    return _registered(chosen)
+
+
+def _registered(listed: list[Cell]) -> list[Cell]:
+    """`listed`, after checking that every method is a registered quantizer (one line naming --plugin)."""
+    from cacim_core import quantizers
+
+    unknown = sorted({c.method for c in listed} - set(quantizers.names()))
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown)}; registered: {', '.join(quantizers.names())} "
+            "(a plugin module can register more: --plugin MODULE_OR_FILE)"
+        )
+    return listed
