@@ -260,9 +260,8 @@ def load_spec(name: str) -> TableSpec:
         return importlib.import_module(f"tables.specs.{name}").SPEC
     except ModuleNotFoundError as exc:
         specs = sorted(p.stem for p in (HERE / "specs").glob("*.py") if p.stem != "__init__")
-        raise SystemExit(
-            f"error: no table spec {name!r} (tables/specs/{name}.py); known: {', '.join(specs)}"
-        ) from exc
+        known = ", ".join(specs)
+        raise ValueError(f"no table spec {name!r} (tables/specs/{name}.py); known: {known}") from exc
 
 
 def render(
@@ -294,8 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default=str(HERE / "out"))
     args = parser.parse_args(argv)
-    for name in args.tables:
-        for path in render(load_spec(name), args.scale, args.results, args.out):
+    try:  # every name and record is checked before the first table is written
+        specs = [load_spec(name) for name in args.tables]
+        for spec in specs:
+            load(spec.experiment, args.scale, args.results)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for spec in specs:
+        for path in render(spec, args.scale, args.results, args.out):
             print(f"wrote {path}")
     return 0
 

@@ -112,3 +112,19 @@ def test_a_row_overrides_each_columns_metric_by_header(tmp_path):
     (line,) = [line for line in md.read_text().splitlines() if line.startswith("| float")]
     cells = [c.strip() for c in line.split("|")[1:-1]]
     assert cells == ["float", "-", "91.00 [proxy, 1 run]", "-", "99.00 [proxy, 1 run]"]
+
+
+def test_cli_checks_every_table_and_record_before_writing(tmp_path, capsys):
+    """An unknown spec or an unreadable record: one line, exit 2, no table written (none half-done)."""
+    from tables.render import main
+
+    out = tmp_path / "out"
+    assert main(["table1", "nope", "--scale", "smoke", "--results", str(tmp_path), "--out", str(out)]) == 2
+    assert "no table spec 'nope'" in capsys.readouterr().err and not out.exists()
+    bad = tmp_path / "table1" / "smoke" / "x.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema": 1}')
+    assert main(["table1", "--scale", "smoke", "--results", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unreadable record" in err and "\n" not in err and not out.exists()
+    assert main(["table1", "--scale", "smoke", "--results", str(tmp_path / "none"), "--out", str(out)]) == 0
