@@ -197,7 +197,7 @@ def load_records(
 CELL_COLUMNS = (
     "experiment", "cell", "scale", "seed", "arch", "model", "dataset", "method", "levels", "first_last",
     "noise_train", "noise_eval", "noise_eval_file", "init", "dataset_fingerprint", "code_version",
-    "source_hash", "device", "wall_time_s", "finished_at",
+    "source_hash", "device", "precision", "world_size", "wall_time_s", "finished_at",
 )  # fmt: skip
 
 

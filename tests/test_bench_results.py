@@ -112,6 +112,7 @@ def test_load_gives_one_row_per_cell_and_seed(tmp_path):
     assert list(frame["seed"]) == [0, 1] and list(frame["top1"]) == [80.0, 81.0]
     assert list(frame["gap_top1"]) == [15.0, 14.0] and list(frame["top1_n"]) == [1, 1]
     assert list(frame["opt_adc_bits"]) == [6, 6] and set(frame["method"]) == {"lloyd"}
+    assert list(frame["precision"]) == ["fp32", "fp32"] and list(frame["world_size"]) == [1, 1]
     assert load("nothing", root=tmp_path).empty
 
 
