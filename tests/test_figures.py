@@ -389,3 +389,19 @@ def test_cli_bad_plugin_or_method_is_a_one_line_error(tmp_path: Path, capsys: py
     assert cli.main(["fig2", "--out", str(tmp_path / "out"), "--methods", "lloyd,nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope" in err and "registered" in err
+
+
+def test_make_figures_passes_methods_and_plugins() -> None:
+    """`make figures METHODS=... PLUGIN=a,b` hands both to every figure command and the 5.1 table."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    cmd = ["make", "-n", "figures", "METHODS=lloyd,mine", "PLUGIN=mine.py,other_module"]
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60, check=True).stdout
+    commands = [line for line in out.splitlines() if "-m figures" in line or "-m tables.digital_cost" in line]
+    assert len(commands) == 2
+    for line in commands:
+        assert "--methods lloyd,mine --plugin mine.py --plugin other_module" in line
