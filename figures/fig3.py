@@ -110,8 +110,10 @@ def plot(bars: list[Bar], scale: str, per_pair: int = 2) -> Figure:
 def render(ctx: Context) -> Rendered:
     records = load_records(ctx.results, scale=ctx.scale)
     experiments = {e for pair in PAIRS for e in pair.experiments}
-    noisy = [r for r in records if r.experiment in experiments and r.noise_train > 0 and r.noise_eval > 0]
-    methods, absent = store.drawn_methods(noisy, ctx.methods)
+    trained_noisy = [
+        r for r in records if r.experiment in experiments and r.noise_train > 0 and r.noise_eval > 0
+    ]
+    methods, absent = store.drawn_methods(trained_noisy, ctx.methods)
     missing = Missing()
     for method in absent:
         missing.add(f"{ctx.scale} records of {method} with noise", f"make fig3-results METHODS={method}")
