@@ -38,17 +38,12 @@ BINS = 160
 EXPERIMENT = "fig4b"
 
 
-@dataclass(frozen=True)
-class WeightType:
-    key: str
-    label: str
-
-
-WEIGHT_TYPES = (
-    WeightType("simulated", "A) simulated weights, trained w/ NATS"),
-    WeightType("measured", "B) measured weights, trained w/ NATS"),
-    WeightType("measured_no_nats", "C) measured weights, trained w/o NATS"),
-)
+#: Figure 4(b)'s weight types: key -> legend label
+WEIGHT_TYPES = {
+    "simulated": "A) simulated weights, trained w/ NATS",
+    "measured": "B) measured weights, trained w/ NATS",
+    "measured_no_nats": "C) measured weights, trained w/o NATS",
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,6 @@ GROUPS = tuple(
     for levels in (4, 8)
 )
 MAKE_TARGET = "make fig4b-results"  # produces every group's records
-LABELS = {wtype.key: wtype.label for wtype in WEIGHT_TYPES}
 
 
 def layer_conductances(layer: Layer, levels: int = LEVELS) -> Tensor:
@@ -130,8 +124,8 @@ def gap_table(
         for method in methods:
             cell = store.select(records, model=group.family, levels=group.levels, method=method)
             for wtype in WEIGHT_TYPES:
-                same = [r for r in cell if weight_type(r) == wtype.key]
-                table[group.label, method, wtype.key] = store.gap(same, group.metric)
+                same = [r for r in cell if weight_type(r) == wtype]
+                table[group.label, method, wtype] = store.gap(same, group.metric)
     return table
 
 
@@ -142,7 +136,7 @@ def plot_gaps(ax: Axes, table: dict[tuple[str, str, str], store.Gap | None], sca
     width = 0.8 / len(WEIGHT_TYPES)
     for offset, wtype in enumerate(WEIGHT_TYPES):
         for x, (label, method) in enumerate(columns):
-            found = table[label, method, wtype.key]
+            found = table[label, method, wtype]
             position = x + (offset - (len(WEIGHT_TYPES) - 1) / 2) * width
             if found is None:
                 ax.text(
@@ -155,7 +149,7 @@ def plot_gaps(ax: Axes, table: dict[tuple[str, str, str], store.Gap | None], sca
                 width,
                 yerr=found.std or None,
                 capsize=2,
-                color=style.WEIGHT_TYPE_COLORS[wtype.key],
+                color=style.WEIGHT_TYPE_COLORS[wtype],
             )
     ax.axhline(0, color="black", linewidth=0.6)
     ticks = [f"{label}\n{style.label(method)}" if several else label for label, method in columns]
@@ -168,7 +162,7 @@ def plot_gaps(ax: Axes, table: dict[tuple[str, str, str], store.Gap | None], sca
         ax.text(
             0.5, 0.5, f"no {EXPERIMENT} records at {scale} scale yet", ha="center", transform=ax.transAxes
         )
-    handles = [Patch(color=style.WEIGHT_TYPE_COLORS[wtype.key], label=wtype.label) for wtype in WEIGHT_TYPES]
+    handles = [Patch(color=style.WEIGHT_TYPE_COLORS[key], label=text) for key, text in WEIGHT_TYPES.items()]
     ax.legend(handles=handles, loc="upper center", frameon=False, fontsize=7, bbox_to_anchor=(0.5, -0.2))
 
 
@@ -206,5 +200,5 @@ def render(ctx: Context) -> Rendered:
     for (label, method, wtype), found in table.items():
         if found is None:
             target = MAKE_TARGET + (f" METHODS={method}" if method != "lloyd" else "")
-            missing.add(f"{ctx.scale} {EXPERIMENT} record: {label}, {method}, {LABELS[wtype]}", target)
+            missing.add(f"{ctx.scale} {EXPERIMENT} record: {label}, {method}, {WEIGHT_TYPES[wtype]}", target)
     return Rendered(plot(layer, measured, generated, table, ctx.scale), missing)

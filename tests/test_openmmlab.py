@@ -295,7 +295,7 @@ def _fig4b_smoke(voc_root, results, floats) -> None:
     table = fig4.gap_table(records)
     for group in fig4.GROUPS:
         for wtype in fig4.WEIGHT_TYPES:
-            assert table[group.label, "lloyd", wtype.key] is not None
+            assert table[group.label, "lloyd", wtype] is not None
     measured = [r for r in records if r.noise_eval_file]
     assert len(records) == 12 and len(measured) == 8
     for r in measured:
