@@ -69,8 +69,11 @@ def plot(layer: Layer, levels: int = LEVELS, methods: tuple[str, ...] = METHODS)
 
 
 def render(ctx: Context) -> Rendered:
+    methods = ctx.methods or METHODS
+    for method in methods:  # an unknown name fails before any work, in one line
+        quantizers.build(method, levels=LEVELS)
     layer = load_layer(ctx.checkpoint, "last", ctx.results, ctx.scale)
     missing = Missing()
     if layer.synthetic:
         missing.add("trained proxy checkpoint (Figure 2 used a synthetic layer)", "make table3")
-    return Rendered(plot(layer, LEVELS, ctx.methods or METHODS), missing)
+    return Rendered(plot(layer, LEVELS, methods), missing)

@@ -351,7 +351,10 @@ PLUGIN = Path(__file__).parent / "cacim_test_plugin.py"
 def test_a_plugin_quantizer_is_drawn_in_every_figure(tmp_path: Path, store: Path) -> None:
     """--plugin FILE and --methods: Figure 2 gets the plugin's panel; Figures 3 and 4(b) draw every method
     with records (a plugin's copies of our cells) beside ours, each method's bars from its own records."""
-    assert cli.main(["fig2", "--out", str(tmp_path / "out"), "--plugin", str(PLUGIN)]) == 0
+    assert (
+        cli.main(["fig2", "--results", str(store), "--out", str(tmp_path / "out"), "--plugin", str(PLUGIN)])
+        == 0
+    )
     methods = ("uniform", "lloyd", "maxabs_grid")
     fig = fig2.render(Context(store, tmp_path / "out", SCALE, methods=methods)).figure
     titles = [ax.get_title().split("\n")[0] for ax in fig.axes]
@@ -386,7 +389,7 @@ def test_cli_bad_plugin_or_method_is_a_one_line_error(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit) as info:
         cli.main(["fig2", "--plugin", str(tmp_path / "nope.py")])
     assert info.value.code == 2 and "cannot import plugin" in capsys.readouterr().err
-    assert cli.main(["fig2", "--out", str(tmp_path / "out"), "--methods", "lloyd,nope"]) == 2
+    assert cli.main(["fig2", "--results", str(tmp_path), "--methods", "lloyd,nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope" in err and "registered" in err
 
