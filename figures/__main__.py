@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
     parser.add_argument(
         "--methods",
         default="",
-        help="quantizers to draw, comma-separated (Figure 2's panels; Figures 3 and 4(b) with noise; default:"
-        " uniform,log2,lloyd for Figure 2, lloyd and every other method in the records for 3 and 4(b))",
+        help="quantizers to draw, comma-separated: Figure 2's panels, the bars of Figures 3 and 4(b)"
+        " (default: uniform,log2,lloyd; lloyd and every other method in the records)",
     )
     parser.add_argument(
         "--plugin", action="append", default=[], help="module or .py file to import (repeatable)"
