@@ -28,8 +28,9 @@ class Missing:
 
     items: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, what: str, make_target: str) -> None:
-        self.items.append((what, make_target))
+    def add(self, what: str, make_target: str, method: str = "lloyd") -> None:
+        """A method other than ours (lloyd) gets `METHODS=<it>` on the target, which then runs its cells."""
+        self.items.append((what, make_target + (f" METHODS={method}" if method != "lloyd" else "")))
 
     def lines(self, figure: str) -> list[str]:
         return [f"{figure}: missing {what} -> run `{target}`" for what, target in self.items]

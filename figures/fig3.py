@@ -116,17 +116,15 @@ def render(ctx: Context) -> Rendered:
     methods, absent = store.drawn_methods(trained_noisy, ctx.methods)
     missing = Missing()
     for method in absent:
-        missing.add(f"{ctx.scale} records of {method} with noise", f"make fig3-results METHODS={method}")
+        missing.add(f"{ctx.scale} records of {method} with noise", "make fig3-results", method)
     bars, measured = [], False
     for pair in PAIRS:
         noisy = [noisy_bar(pair, records, method) for method in methods]
         measured |= any(bar.value is not None for bar in noisy)
         for bar in noisy:
             if bar.value is None:
-                missing.add(
-                    f"{ctx.scale} record: {bar.method} {pair.levels}L {pair.model_label} with noise",
-                    pair.make_target + (f" METHODS={bar.method}" if bar.method != "lloyd" else ""),
-                )
+                what = f"{ctx.scale} record: {bar.method} {pair.levels}L {pair.model_label} with noise"
+                missing.add(what, pair.make_target, bar.method)
         # the baseline is compared on the data of the first measured noisy bar
         dataset = next((bar.dataset for bar in noisy if bar.value is not None), None)
         bars += [*noisy, other_bar(pair, records, dataset)]

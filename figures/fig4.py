@@ -195,10 +195,10 @@ def render(ctx: Context) -> Rendered:
     records = load_records(ctx.results, EXPERIMENT, ctx.scale)
     methods, absent = store.drawn_methods(records, ctx.methods)
     for method in absent:
-        missing.add(f"{ctx.scale} {EXPERIMENT} records of {method}", f"{MAKE_TARGET} METHODS={method}")
+        missing.add(f"{ctx.scale} {EXPERIMENT} records of {method}", MAKE_TARGET, method)
     table = gap_table(records, methods)
     for (label, method, wtype), found in table.items():
         if found is None:
-            target = MAKE_TARGET + (f" METHODS={method}" if method != "lloyd" else "")
-            missing.add(f"{ctx.scale} {EXPERIMENT} record: {label}, {method}, {WEIGHT_TYPES[wtype]}", target)
+            what = f"{ctx.scale} {EXPERIMENT} record: {label}, {method}, {WEIGHT_TYPES[wtype]}"
+            missing.add(what, MAKE_TARGET, method)
     return Rendered(plot(layer, measured, generated, table, ctx.scale), missing)

@@ -196,8 +196,8 @@ class MMEngine:
 
     def prepare(self, cells: list[Cell], ctx: Context) -> None:
         # torch-loop options mmengine would ignore while the record claimed them: refused instead
-        ignored = [f for f, on in (("--amp", ctx.amp), ("--channels-last", ctx.channels_last)) if on]
-        ignored += ["--reset-head"] if ctx.reset_head else []
+        flags = {"--amp": ctx.amp, "--channels-last": ctx.channels_last, "--reset-head": ctx.reset_head}
+        ignored = [flag for flag, given in flags.items() if given]
         if ignored:
             raise SetupError(
                 f"{' '.join(ignored)} apply to classification cells only; OpenMMLab cells train as their "

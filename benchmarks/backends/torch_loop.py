@@ -298,9 +298,11 @@ class TorchLoop:
         for name in sorted({c.dataset for c in cells}):
             self._bundle(name, ctx)
         for cell in cells:
-            if cell.fp_recipe is None and find_weights(ctx, cell) is None:
+            if find_weights(ctx, cell) is not None:
+                continue
+            if cell.fp_recipe is None:
                 raise SetupError(missing_weights_message(ctx, cell))
-            if ctx.reset_head and find_weights(ctx, cell) is None:  # nothing to reset: refused, not ignored
+            if ctx.reset_head:  # nothing to reset: refused, not ignored
                 message = missing_weights_message(ctx, cell)
                 raise SetupError(f"--reset-head retrains the head of a supplied float file: {message}")
 
