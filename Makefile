@@ -52,15 +52,16 @@ CLASSIFICATION_TABLES := table1 table2 table3 delta
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): core
 	$(RUN) $@ $(RUN_FLAGS)
-	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE)
+	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
 # Compare a quantizer against baselines (paired by seed, 95% CIs); runs the missing cells first:
-# make compare TABLE=table3 METHOD=mine AGAINST=lloyd,uniform PLUGIN=my_module [SEEDS=0,1,2,3,4]
+# make compare TABLE=table3 METHOD=mine AGAINST=lloyd,uniform PLUGIN=my_module [SEEDS=0,1,2,3,4] [MARGIN=0.5]
 TABLE ?= table3
 .PHONY: compare
 compare: $(if $(filter table4 table4_one_stage table5,$(TABLE)),setup,core)
 	$(RUN) $(TABLE) $(RUN_FLAGS) --methods $(METHOD),$(AGAINST)
-	$(VPY) -m benchmarks compare $(TABLE) --method $(METHOD) --against $(AGAINST) --scale $(SCALE)
+	$(VPY) -m benchmarks compare $(TABLE) --method $(METHOD) --against $(AGAINST) --scale $(SCALE) \
+		$(if $(MARGIN),--margin $(MARGIN))
 
 .PHONY: robustness
 # Accuracy vs test-time noise, ADC bits, stuck devices and crossbar tile size (README: Beyond the paper);
@@ -118,7 +119,7 @@ TABLE4 := table4$(if $(filter one-stage,$(SSD_READING)),_one_stage)
 .PHONY: table4 table5
 table4: setup
 	$(RUN) $(TABLE4) $(RUN_FLAGS)
-	$(VPY) -m tables.render $(TABLE4) --scale $(SCALE)
+	$(VPY) -m tables.render $(TABLE4) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 table5: setup
 	$(RUN) $@ $(RUN_FLAGS)
-	$(VPY) -m tables.render $@ --scale $(SCALE)
+	$(VPY) -m tables.render $@ --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     plan_p.set_defaults(scale="paper")
     plan_p.add_argument("--gpus", type=int, default=1)
     plan_p.add_argument("--data", default=None, help="needed only to count a proxy dataset")
-    cmp_p = sub.add_parser("compare", help="paired differences of gaps (95% CI over seeds) from the store")
+    cmp_p = sub.add_parser("compare", help="better, worse, equivalent or inconclusive, from the store")
     cmp_p.add_argument("experiment")
     cmp_p.add_argument("--method", required=True, help="the quantizer to judge")
     cmp_p.add_argument("--against", required=True, help="comma-separated baselines")
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p.add_argument(
         "--metric", default=None, help="default: gap_top1 (classification), else the first gap"
     )
+    cmp_p.add_argument(
+        "--margin", type=float, default=None, help="equivalence margin (default 0.5 pt; mAP, mIoU: 1)"
+    )
+    cmp_p.add_argument("--no-adjust", action="store_true", help="raw p-values: no Holm adjustment")
     cmp_p.add_argument("--results", default="results")
     cmp_p.add_argument(
         "--out", default="tables/out", help="writes <out>/<scale>/compare_<table>_<method>.md/.csv"
@@ -135,7 +139,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     try:
         frame = load(args.experiment, args.scale, args.results)
-        found = compare(frame, args.method, [m for m in args.against.split(",") if m], args.metric)
+        against = [m for m in args.against.split(",") if m]
+        found = compare(frame, args.method, against, args.metric, args.margin, not args.no_adjust)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

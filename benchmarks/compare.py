@@ -1,11 +1,13 @@
-"""Compare a quantizer against others: the paired difference of their gaps, per seed, with a 95% CI.
+"""Compare a quantizer against others: the paired difference of their gaps, per seed, as a verdict.
 
     python -m benchmarks compare table3 --method uniform --against lloyd[,log2] [--scale proxy]
+        [--margin 0.5] [--no-adjust]
 
 For every column where both methods ran (same arch, levels, layer policy, noise, init, options), the gap of
-A and of B are paired by training seed (each seed: same float model and data order) and their difference
-gets a Student-t interval. Writes Markdown and CSV next to the tables (tables/out/<scale>/); reads only
-the store.
+A and of B are paired by training seed (each seed: same float model and data order). The run's columns are
+one family: each gets one of the four verdicts of `benchmarks.stats` (better, worse, equivalent within
+±margin, inconclusive with its power), Holm-adjusted over the family. Writes Markdown and CSV next to the
+tables (tables/out/<scale>/); reads only the store.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.stats import Interval, paired_difference, seeds_needed
+from benchmarks.stats import Interval, PairedTest, Verdict, margin_for, paired_test, per_seed, verdicts
 
 # the fields that make two cells of different methods comparable
 COLUMN_FIELDS = ("arch", "levels", "first_last", "noise_train", "noise_eval", "noise_eval_file", "init")
-TARGET_PT = 0.5  # the resolution a verdict quotes the seeds for
 
 
 @dataclass(frozen=True)
@@ -29,30 +30,15 @@ class Comparison:
     method: str
     against: str
     metric: str
-    diff: Interval  # gap(method) - gap(against), over the paired seeds
+    result: Verdict  # gap(method) - gap(against), over the paired seeds, inside its family
+
+    @property
+    def diff(self) -> Interval:
+        return self.result.test.diff
 
     def verdict(self) -> str:
-        """One sentence a reader can quote: which gap is smaller, or that the data cannot tell."""
-        d, a, b = self.diff, self.method, self.against
-        if d.n < 2:
-            return (
-                f"{a} - {b}: {d.mean:+.2f} pt from one seed: no interval; run more seeds (--seeds 0,1,2,3,4) "
-                "to tell them apart"
-            )
-        if d.resolved:
-            word = "smaller" if d.mean < 0 else "larger"
-            return (
-                f"{a}'s gap is {word} than {b}'s by {abs(d.mean):.2f} pt (95% CI {_span(d)}), n={d.n} seeds"
-            )
-        need = seeds_needed(d.sd, TARGET_PT)
-        if need is not None and need <= d.n:
-            more = f"; a difference beyond ±{d.half:.2f} pt would have been detected"
-        else:
-            more = f"; about {need} seeds would resolve {TARGET_PT} pt" if need else ""
-        return (
-            f"no difference between {a} and {b} detectable at n={d.n} seeds: the CI spans "
-            f"{d.low:.2f}..{d.high:.2f} pt{more}"
-        )
+        """One sentence a reader can quote (a gap: the smaller is better)."""
+        return self.result.sentence(self.method, self.against)
 
 
 def select(frame: pd.DataFrame, match: dict[str, object]) -> pd.DataFrame:
@@ -76,21 +62,26 @@ def primary_metric(frame: pd.DataFrame) -> str:
 
 
 def _by_column(frame: pd.DataFrame, method: str, metric: str) -> dict[tuple, dict[int, float]]:
-    """(column fields) -> {seed: gap} for one method."""
+    """(column fields) -> {seed: gap} for one method (one cell per column and seed, else an error)."""
     rows = frame[(frame["method"] == method) & frame[metric].notna()]
-    out: dict[tuple, dict[int, float]] = {}
-    for _, row in rows.iterrows():
-        key = tuple(row[f] for f in COLUMN_FIELDS) + tuple(
-            (c, row[c]) for c in frame.columns if c.startswith("opt_") and pd.notna(row[c])
-        )
-        out.setdefault(key, {})[int(row["seed"])] = float(row[metric])
-    return out
+    options = [c for c in frame.columns if c.startswith("opt_")]
+    index: dict[tuple, list] = {}
+    for i, row in rows.iterrows():
+        key = tuple(row[f] for f in COLUMN_FIELDS) + tuple((c, row[c]) for c in options if pd.notna(row[c]))
+        index.setdefault(key, []).append(i)
+    return {key: per_seed(rows.loc[at], metric, f"{method} in column {key}") for key, at in index.items()}
 
 
 def compare(
-    frame: pd.DataFrame, method: str, against: list[str], metric: str | None = None
+    frame: pd.DataFrame,
+    method: str,
+    against: list[str],
+    metric: str | None = None,
+    margin: float | None = None,
+    adjust: bool = True,
 ) -> list[Comparison]:
-    """Every column where `method` and a method of `against` both have records, paired by seed."""
+    """Every column where `method` and a method of `against` both have records, paired by seed: one family
+    (margin: the metric's default, `stats.margin_for`, unless given)."""
     if method in against:
         raise ValueError(f"{method} compared with itself: drop it from --against")
     known = set(frame["method"]) if not frame.empty else set()
@@ -101,8 +92,12 @@ def compare(
             "the missing cells)"
         )
     metric = metric or primary_metric(frame)
+    if metric not in frame:
+        gaps = sorted(c for c in frame.columns if c.startswith("gap_") and not c.endswith(("_std", "_n")))
+        raise ValueError(f"no metric {metric!r} in these records; known gaps: {', '.join(gaps)}")
+    margin = margin_for(metric) if margin is None else margin
     mine = _by_column(frame, method, metric)
-    out = []
+    pairs: list[tuple[dict[str, object], str, PairedTest]] = []
     for other in against:
         theirs = _by_column(frame, other, metric)
         for key in sorted(set(mine) & set(theirs), key=str):
@@ -110,12 +105,11 @@ def compare(
                 column = dict(zip(COLUMN_FIELDS, key[: len(COLUMN_FIELDS)], strict=True)) | dict(
                     key[len(COLUMN_FIELDS) :]
                 )
-                out.append(
-                    Comparison(column, method, other, metric, paired_difference(mine[key], theirs[key]))
-                )
-    if not out:
+                pairs.append((column, other, paired_test(mine[key], theirs[key], margin)))
+    if not pairs:
         raise ValueError(f"{method} and {', '.join(against)} share no column with a common seed")
-    return out
+    results = verdicts([t for _, _, t in pairs], adjust)
+    return [Comparison(c, method, o, metric, v) for (c, o, _), v in zip(pairs, results, strict=True)]
 
 
 def describe(column: dict[str, object]) -> str:
@@ -142,6 +136,14 @@ def to_frame(comparisons: list[Comparison]) -> pd.DataFrame:
                 "ci95_low": _round(c.diff.low),
                 "ci95_high": _round(c.diff.high),
                 "n_seeds": c.diff.n,
+                "kind": c.result.kind,
+                "p_diff_adjusted": _round(c.result.p_diff),
+                "p_equiv_adjusted": _round(c.result.p_equiv),
+                "power_at_margin": _round(c.result.power),
+                "seeds_for_80": c.result.seeds_80 or "",
+                "margin": c.result.test.margin,
+                "adjustment": "holm" if c.result.family.adjusted else "none",
+                "family_size": c.result.family.size,
                 "verdict": c.verdict(),
             }
             for c in comparisons
@@ -161,6 +163,9 @@ def to_markdown(table: str, scale: str, comparisons: list[Comparison]) -> str:
         f"Paired by training seed: difference of `{c0.metric}` (method minus baseline, percentage points; "
         "negative: the method loses less), mean and 95% Student-t CI over the seeds both ran.",
         "",
+        f"Verdicts: {c0.result.family.describe()}. Better/worse: the paired t test rejects no difference; "
+        "equivalent: TOST rejects a difference beyond the margin; inconclusive: neither.",
+        "",
     ]
     lines += [f"- {describe(c.column)}: {c.verdict()}" for c in comparisons]
     return "\n".join(lines) + "\n"
@@ -171,39 +176,82 @@ class PaperClaim:
     """A claim of the paper a table can test: selection `smaller`'s gap is below selection `larger`'s.
 
     Each selection (record fields -> value) must pick one cell per seed; the verdict is computed from the
-    records, never typed by hand.
+    records, never typed by hand. `construction` names a claim that holds or fails by construction (e.g.
+    two methods that fit the same grid): it is stated with its reason, never tested as a finding.
     """
 
     text: str
     smaller: dict[str, object]
     larger: dict[str, object]
     metric: str = "gap_top1"
+    construction: str = ""
 
-    def verdict(self, frame: pd.DataFrame) -> str:
-        def per_seed(match: dict[str, object]) -> dict[int, float]:
-            rows = select(frame, match)
-            if self.metric not in rows:
-                return {}
-            return rows.dropna(subset=[self.metric]).groupby("seed")[self.metric].mean().to_dict()
-
-        a, b = per_seed(self.smaller), per_seed(self.larger)
-        if not set(a) & set(b):
-            return f"{self.text}: not measured at this scale"
-        d = paired_difference(a, b)  # negative when the claim holds
-        if d.n < 2:
-            return (
-                f"{self.text}: {'yes' if d.mean < 0 else 'no'} in one seed (gap difference {d.mean:+.2f} pt)"
-            )
-        if not d.resolved:
-            return (
-                f"{self.text}: no detectable difference (gap difference {d.mean:+.2f} pt, "
-                f"95% CI {d.low:+.2f}..{d.high:+.2f}, n={d.n} seeds)"
-            )
-        word = "yes" if d.mean < 0 else "no, the opposite"
-        return f"{self.text}: {word}, by {abs(d.mean):.2f} pt ({_span(d)}, n={d.n} seeds)"
+    def arms(self, frame: pd.DataFrame) -> tuple[dict[int, float], dict[int, float]]:
+        """{seed: metric} of each arm (empty where the store has none)."""
+        return (
+            per_seed(select(frame, self.smaller), self.metric, f"claim {self.text!r}, first arm"),
+            per_seed(select(frame, self.larger), self.metric, f"claim {self.text!r}, second arm"),
+        )
 
 
-def _span(d: Interval) -> str:
-    """A resolved interval as magnitudes, nearer bound first (e.g. -2.17..-0.52 -> "0.52-2.17")."""
-    near, far = sorted((abs(d.low), abs(d.high)))
-    return f"{near:.2f}-{far:.2f}"
+def claim_verdicts(
+    claims: tuple[PaperClaim, ...], frame: pd.DataFrame, margin: float, adjust: bool = True
+) -> dict[str, Verdict | str]:
+    """claim text -> its verdict inside the family of the tested claims, or why it is not tested (by
+    construction; not measured at this scale). One Holm family: a table's claims."""
+    tested: list[tuple[PaperClaim, PairedTest]] = []
+    out: dict[str, Verdict | str] = {}
+    for claim in claims:
+        a, b = claim.arms(frame)
+        if claim.construction:
+            out[claim.text] = f"by construction, not tested: {claim.construction}"
+        elif not set(a) & set(b):
+            out[claim.text] = "not measured at this scale"
+        else:
+            tested.append((claim, paired_test(a, b, margin)))
+    results = verdicts([t for _, t in tested], adjust)
+    out |= {claim.text: v for (claim, _), v in zip(tested, results, strict=True)}
+    return {c.text: out[c.text] for c in claims}
+
+
+#: how a claim "A < B" reads each verdict kind of the difference A - B
+ANSWER = {"a better": "yes", "b better": "no, the opposite", "equivalent": "no"}
+
+
+def claim_lines(
+    claims: tuple[PaperClaim, ...],
+    frame: pd.DataFrame,
+    margin: float,
+    adjust: bool = True,
+    unit: str = "pt",
+) -> list[str]:
+    """The claims of one table as one Holm family: a line per claim, then the family's description.
+
+    Claims that hold by construction, and claims without records at this scale, are not in the family.
+    """
+    found = claim_verdicts(claims, frame, margin, adjust)
+    out = []
+    for claim in claims:
+        v = found[claim.text]
+        if isinstance(v, str):
+            out.append(f"Claim: {claim.text}: {v}")
+        else:
+            word = f"{ANSWER[v.kind]} — " if v.kind in ANSWER else ""
+            out.append(f"Claim: {claim.text}: {word}{v.sentence(*_names(claim), unit)}")
+    family = next((v.family for v in found.values() if not isinstance(v, str)), None)
+    if family is not None:
+        out.append(
+            f"Claims: {family.describe(unit)}; a claim's two arms are paired by training seed "
+            "(difference of the first arm's gap minus the second's)."
+        )
+    return out
+
+
+def _names(claim: PaperClaim) -> tuple[str, str]:
+    """Short labels of a claim's two arms: the fields in which they differ."""
+    keys = [k for k in {**claim.smaller, **claim.larger} if claim.smaller.get(k) != claim.larger.get(k)]
+
+    def label(arm: dict[str, object]) -> str:
+        return " ".join(f"{arm.get(k)}L" if k == "levels" else str(arm.get(k, "-")) for k in keys)
+
+    return label(claim.smaller) or "first arm", label(claim.larger) or "second arm"

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -48,12 +49,24 @@ def resolve(
     return False, None
 
 
+def chip_key(seed: int, draw: int, layer: int) -> int:
+    """The generator seed of one layer of one programmed chip: a hash of (seed, draw, layer).
+
+    Keys such as `seed + draw` made seed 1's chips 1-5 overlap seed 0's 0-4, so intervals over seeds were
+    too narrow; numpy's SeedSequence mixes the three integers into independent 63-bit keys.
+    """
+    if min(seed, draw, layer) < 0:
+        raise ValueError(f"seed, draw and layer must be >= 0, got {seed}, {draw}, {layer}")
+    return int(np.random.SeedSequence((seed, draw, layer)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 @contextlib.contextmanager
 def weight_noise(
     model: nn.Module,
     noise: object = OWN,
     seed: int = 0,
     *,
+    draw: int = 0,
     delta: float | None = None,
     mean: float = 0.0,
     noise_fn: NoiseFn | None = None,
@@ -64,8 +77,9 @@ def weight_noise(
     (`cacim_core.noise.parse`: 0 for noise-free, a delta, "pcm:t=86400", a noise object, ...) replaces it on
     every analog layer; digital 8-bit layers stay noise-free. delta=/mean=/noise_fn= are legacy sugar for
     noise= (`resolve`).
-    Each layer draws from its own generator seeded by (seed, layer index), so the draw does not depend on
-    the order layers run in; the noisy weights are computed once and cached for the whole block.
+    Chip `draw` of training seed `seed`: each layer draws from its own generator keyed by
+    `chip_key(seed, draw, layer index)`, so the draw does not depend on the order layers run in and no two
+    (seed, draw) pairs share a chip; the noisy weights are computed once and cached for the whole block.
     """
     replace, replacement = resolve(noise, delta, mean, noise_fn)
     layers = quantized_layers(model)
@@ -73,7 +87,7 @@ def weight_noise(
         for index, (_, module, p) in enumerate(layers):
             layer_noise = (replacement if p.analog else None) if replace else p.noise
             device = module.parametrizations.weight.original.device
-            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
+            generator = torch.Generator(device=device).manual_seed(chip_key(seed, draw, index))
             p.eval_noise = (layer_noise, generator)
         with parametrize.cached():
             yield model
@@ -122,7 +136,7 @@ def noisy_evaluate(
     try:
         with torch.no_grad():
             for draw in range(draws if noisy else 1):
-                with weight_noise(model, spec, seed + draw):
+                with weight_noise(model, spec, seed, draw=draw):
                     out = metric_fn(model)
                 for key, value in (out if isinstance(out, dict) else {"value": out}).items():
                     values.setdefault(key, []).append(float(value))

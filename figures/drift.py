@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from benchmarks.results import atomic_write
-from benchmarks.stats import paired_difference, t_interval
+from benchmarks.stats import MARGIN, PairedTest, paired_test, t_interval, verdicts
 from cacim_core.noise import parse
 from figures import store, style
 
@@ -81,25 +81,26 @@ VERSUS = (
 )
 
 
-def versus(sweeps: pd.DataFrame, times: tuple[float, ...] = (DAY, 365 * DAY)) -> list[str]:
-    """Top-1 of A minus B at each level and time, with compensation, paired by seed (95% t interval)."""
+def versus(
+    sweeps: pd.DataFrame, times: tuple[float, ...] = (DAY, 365 * DAY), margin: float = MARGIN
+) -> list[str]:
+    """Top-1 of A minus B at each level and time, with compensation, paired by seed: one Holm family of
+    verdicts (`benchmarks.stats`), its description last."""
     comp = sweeps[sweeps["compensation"]]
     by = {k: g.set_index("seed")["mean"] for k, g in comp.groupby(["method", "noise_train", "levels", "t"])}
-    lines = []
+    named: list[tuple[str, str, str, PairedTest]] = []
     for (a, na), (b, nb) in VERSUS:
         for levels in sorted(comp["levels"].unique()):
             for t in times:
                 if (a, na, levels, t) not in by or (b, nb, levels, t) not in by:
                     continue
-                d = paired_difference(by[(a, na, levels, t)].to_dict(), by[(b, nb, levels, t)].to_dict())
+                test = paired_test(by[(a, na, levels, t)].to_dict(), by[(b, nb, levels, t)].to_dict(), margin)
                 la, lb = f"{a} (NATS {na:.0%})", f"{b} (NATS {nb:.0%})"
-                name = f"{la} vs {lb}, {levels}L, {t / DAY:g} day(s)"
-                if d.n < 2:
-                    lines.append(f"{name}: {d.mean:+.2f} pt (one seed, no interval)")
-                    continue
-                verdict = f"{la if d.low > 0 else lb} higher" if d.resolved else "no detectable difference"
-                ci = f"95% CI {d.low:+.2f}..{d.high:+.2f}, n={d.n} seeds"
-                lines.append(f"{name}: {d.mean:+.2f} pt ({ci}): {verdict}")
+                named.append((f"{la} vs {lb}, {levels}L, {t / DAY:g} day(s)", la, lb, test))
+    results = verdicts([t for *_, t in named], lower_is_better=False)
+    lines = [f"{name}: {v.sentence(la, lb)}" for (name, la, lb, _), v in zip(named, results, strict=True)]
+    if results:
+        lines.append(f"Top-1 differences (A minus B): {results[0].family.describe()}.")
     return lines
 
 

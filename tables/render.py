@@ -24,9 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.compare import PaperClaim, select
+from benchmarks.compare import PaperClaim, claim_lines, select
 from benchmarks.results import atomic_write, load
-from benchmarks.stats import Interval, t_interval
+from benchmarks.stats import Interval, margin_for, paired_difference, per_seed, t_interval
 
 HERE = Path(__file__).resolve().parent
 MISSING = "-"
@@ -65,6 +65,8 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     reference: str | None = None  # defaults to tables/reference/<name>.csv
     claims: tuple[PaperClaim, ...] = ()  # the paper's claims this table can test (verdicts from records)
+    margin: float | None = None  # the claims' equivalence margin (None: `stats.margin_for` their metric)
+    unit: str = "pt"
 
     def with_extra_rows(self, methods: set[str]) -> TableSpec:
         """Rows for every measured method no row lists (e.g. a plugin's quantizer): a copy of each of our
@@ -116,13 +118,13 @@ def load_reference(path: Path) -> dict[tuple[str, str], str]:
     return {(r.row, r.column): r.value for r in ref.itertuples()}
 
 
-def measure(frame: pd.DataFrame, metrics: tuple[str, ...], scale: str) -> Measured | None:
-    """Aggregate the selected records over seeds: per seed the noise-draw mean, then a t interval."""
+def measure(frame: pd.DataFrame, metrics: tuple[str, ...], scale: str, what: str = "") -> Measured | None:
+    """Aggregate the selected records over seeds: each record holds one seed's noise-draw mean; a t
+    interval over seeds (`stats.per_seed`: one cell per seed, else an error naming them)."""
     if frame.empty or any(m not in frame or frame[m].isna().all() for m in metrics):
         return None
     frame = frame.dropna(subset=list(metrics))
-    per_seed = frame.groupby("seed")
-    intervals = [t_interval(per_seed[m].mean().tolist()) for m in metrics]
+    intervals = [t_interval(list(per_seed(frame, m, what or "a table cell").values())) for m in metrics]
     draws = int(frame[f"{metrics[0]}_n"].max())
     draw_sd = [float(frame[f"{m}_std"].mean()) for m in metrics]
     return Measured(metrics, intervals, draws, draw_sd, scale)
@@ -146,7 +148,12 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
                 text = "not implemented here"
             else:
                 override = row.metrics.get(col.header) if isinstance(row.metrics, dict) else row.metrics
-                measured = measure(select(frame, {**row.match, **col.match}), override or col.metrics, scale)
+                measured = measure(
+                    select(frame, {**row.match, **col.match}),
+                    override or col.metrics,
+                    scale,
+                    f"table cell ({row.label!r}, {col.header!r})",
+                )
                 text = measured.text(col.digits) if measured else "not run"
             out.append({**where, "source": "measured", "text": text, "measured": measured})
     return out
@@ -161,9 +168,9 @@ def grid(cells: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
-def resolution(cells: list[dict[str, Any]]) -> str | None:
+def resolution(cells: list[dict[str, Any]], claims: list[Interval] = ()) -> str | None:
     """The median 95% CI half-width of the measured gaps, per metric (a tight top-5 must not flatter a
-    wide top-1): what this table can tell apart."""
+    wide top-1), and of the claims' paired differences (what the claims test)."""
     halves: dict[str, list[float]] = {}
     for c in cells:
         if c.get("measured") is None:
@@ -174,10 +181,14 @@ def resolution(cells: list[dict[str, Any]]) -> str | None:
     if not halves:
         return None
     parts = [f"{name} {statistics.median(h):.2f} pt over {len(h)} cells" for name, h in halves.items()]
-    return (
-        f"Resolution: median 95% CI half-width of the measured gaps: {'; '.join(parts)} (differences "
-        "smaller than about this are not resolved)."
+    paired = [d.half for d in claims if math.isfinite(d.half)]
+    tested = (
+        f"; of the claims' paired differences (what the claims test): {statistics.median(paired):.2f} pt "
+        f"over {len(paired)} claims"
+        if paired
+        else ""
     )
+    return f"Resolution: median 95% CI half-width of the measured gaps: {'; '.join(parts)}{tested}."
 
 
 def provenance(frame: pd.DataFrame) -> list[str]:
@@ -264,17 +275,54 @@ def load_spec(name: str) -> TableSpec:
         raise ValueError(f"no table spec {name!r} (tables/specs/{name}.py); known: {known}") from exc
 
 
+def common_seeds(spec: TableSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The records of the seeds every measured cell of the spec has, and a note naming the seeds left out:
+    a table's cells and its claims then rest on the same seeds."""
+    seen: list[set[int]] = []
+    for row in spec.rows:
+        for col in spec.columns:
+            if row.match is not None and not col.static:
+                seeds = set(select(frame, {**row.match, **col.match})["seed"].tolist())
+                if seeds:
+                    seen.append(seeds)
+    if not seen:
+        return frame, []
+    common, every = set.intersection(*seen), set.union(*seen)
+    if not common:
+        return frame, [
+            "Seeds: no seed is common to every measured cell; each cell uses its own seeds (its n) and each "
+            "claim only the seeds both its arms have."
+        ]
+    if common == every:
+        return frame, []
+    left = ", ".join(map(str, sorted(every - common)))
+    kept = ", ".join(map(str, sorted(common)))
+    note = (
+        f"Seeds: {left} left out (not every cell has them; rerun the table with them to use them): cells and "
+        f"claims use seeds {kept}."
+    )
+    return frame[frame["seed"].isin(common)], [note]
+
+
 def render(
-    spec: TableSpec, scale: str, results: str | Path = "results", out: str | Path = HERE / "out"
+    spec: TableSpec,
+    scale: str,
+    results: str | Path = "results",
+    out: str | Path = HERE / "out",
+    margin: float | None = None,
+    adjust: bool = True,
 ) -> list[Path]:
     """Write <out>/<scale>/<name>.md, .tex and .csv; returns the paths written."""
-    frame = load(spec.experiment, scale, results)
+    frame, seed_notes = common_seeds(spec, load(spec.experiment, scale, results))
     spec = spec.with_extra_rows(set(frame["method"]) if not frame.empty else set())
     cells = build_cells(spec, frame, scale)
     table = grid(cells)
-    notes = [*spec.notes, *([r] if (r := resolution(cells)) else [])]
+    if margin is None:
+        margin = spec.margin or margin_for(spec.claims[0].metric if spec.claims else "gap_top1")
+    tests = [paired_difference(*c.arms(frame)) for c in spec.claims if _paired(c, frame)]
+    notes = [*spec.notes, *seed_notes, *([r] if (r := resolution(cells, tests)) else [])]
     if not frame.empty:
-        notes += [f"Claim: {claim.verdict(frame)}" for claim in spec.claims]
+        notes += claim_lines(spec.claims, frame, margin, adjust, spec.unit)
         notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale
     return [
@@ -282,6 +330,11 @@ def render(
         atomic_write(folder / f"{spec.name}.tex", to_latex(spec, table, scale)),
         atomic_write(folder / f"{spec.name}.csv", to_csv(spec, cells, scale)),
     ]
+
+
+def _paired(claim: PaperClaim, frame: pd.DataFrame) -> bool:
+    a, b = claim.arms(frame)
+    return not claim.construction and bool(set(a) & set(b))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="proxy", choices=SCALES)
     parser.add_argument("--results", default="results")
     parser.add_argument("--out", default=str(HERE / "out"))
+    parser.add_argument(
+        "--margin", type=float, default=None, help="claims' equivalence margin (default: the table's, 0.5 pt)"
+    )
+    parser.add_argument("--no-adjust", action="store_true", help="raw p-values, no Holm adjustment")
     args = parser.parse_args(argv)
+    if args.margin is not None and not args.margin > 0:
+        parser.error(f"--margin must be > 0 (e.g. --margin 0.5), got {args.margin}")
     try:  # every name and record is checked before the first table is written
         specs = [load_spec(name) for name in args.tables]
         for spec in specs:
@@ -301,7 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for spec in specs:
-        for path in render(spec, args.scale, args.results, args.out):
+        try:
+            paths = render(spec, args.scale, args.results, args.out, args.margin, not args.no_adjust)
+        except ValueError as exc:  # e.g. a selection matching two cells per seed
+            print(f"error: {spec.name}: {exc}", file=sys.stderr)
+            return 2
+        for path in paths:
             print(f"wrote {path}")
     return 0
 

@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 from test_bench_results import make_record
 
+from benchmarks.compare import PaperClaim
 from benchmarks.results import Metric, write_record
 from tables.render import HERE, Column, Row, TableSpec, load_reference, load_spec, render
 
@@ -24,9 +25,10 @@ def test_render_marks_quoted_and_measured(tmp_path):
     results = tmp_path / "results"
     for seed, top1 in enumerate([80.0, 84.0]):
         write_record(results, make_record(f"s{seed}", experiment="toy", scale="proxy", top1=top1, seed=seed))
-    noisy = make_record("noisy", experiment="toy", scale="proxy", method="uniform")
-    noisy.metrics["top1"] = Metric(70.0, 0.5, 4)
-    write_record(results, noisy)
+    for seed, top1 in enumerate([70.0, 72.0]):  # the same seeds as Ours: a table rests on common seeds
+        noisy = make_record(f"noisy{seed}", experiment="toy", scale="proxy", method="uniform", seed=seed)
+        noisy.metrics["top1"] = Metric(top1, 0.5, 4)
+        write_record(results, noisy)
     ref = tmp_path / "toy.csv"
     ref.write_text("row,column,value\nOurs,Quan,91.06\n")
     spec = TableSpec(
@@ -48,7 +50,7 @@ def test_render_marks_quoted_and_measured(tmp_path):
     # mean over seeds ± the 95% t interval: t(0.975, 1) * s / sqrt(2), s = sd of (80, 84)
     half = stats.t.ppf(0.975, 1) * statistics.stdev([80.0, 84.0]) / 2**0.5
     assert cells[2] == ["Ours", "3", "91.06", f"82.00 ± {half:.2f} [proxy, 95% CI, n=2 seeds]"]
-    assert cells[3] == ["Uniform", "", "-", "70.00 [proxy, 1 run; sd 0.50 over 4 noise draws]"]
+    assert cells[3] == ["Uniform", "", "-", f"71.00 ± {half / 2:.2f} [proxy, 95% CI, n=2 seeds]"]
     assert cells[4] == ["LAT", "", "-", "not implemented here"]
     assert rf"82.00 $\pm$ {half:.2f}" in tex.read_text()
     rows = list(csv.DictReader(out_csv.open()))
@@ -128,3 +130,40 @@ def test_cli_checks_every_table_and_record_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "unreadable record" in err and "\n" not in err and not out.exists()
     assert main(["table1", "--scale", "smoke", "--results", str(tmp_path / "none"), "--out", str(out)]) == 0
+
+
+def test_cells_and_claims_rest_on_the_same_seeds(tmp_path):
+    """A seed only some cells have is left out of every cell and claim, and the table says which."""
+    results = tmp_path / "results"
+    for method, gaps in {"lloyd": [1.0, 1.5, 0.5], "uniform": [3.0, 3.2]}.items():
+        for seed, gap in enumerate(gaps):
+            record = make_record(f"{method}{seed}", experiment="toy", scale="proxy", seed=seed, method=method)
+            record.metrics["gap_top1"] = Metric(gap)
+            write_record(results, record)
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="toy",
+        reference=None,
+        columns=(Column("Gap", ("gap_top1",)),),
+        rows=tuple(Row(m, {"method": m}) for m in ("lloyd", "uniform")),
+        claims=(PaperClaim("lloyd < uniform", {"method": "lloyd"}, {"method": "uniform"}),),
+    )
+    text = render(spec, "proxy", results, tmp_path / "out")[0].read_text()
+    assert "Seeds: 2 left out (not every cell has them" in text and "claims use seeds 0, 1" in text
+    half = stats.t.ppf(0.975, 1) * statistics.stdev([1.0, 1.5]) / 2**0.5
+    assert f"1.25 ± {half:.2f} [proxy, 95% CI, n=2 seeds]" in text  # seed 2's 0.5 is not averaged in
+    assert "Claim: lloyd < uniform: " in text and "n=2 seeds" in text.split("Claim: lloyd < uniform")[1]
+    assert "Claims: family of 1 test, Holm-adjusted" in text
+
+
+def test_a_duplicate_cell_at_one_seed_fails_the_render_in_one_line(tmp_path, capsys):
+    from tables.render import main
+
+    results = tmp_path / "results"
+    for name in ("a", "b"):  # two cells the table's selection cannot tell apart
+        write_record(results, make_record(name, experiment="table1", scale="smoke", seed=0, method="lloyd"))
+    out = tmp_path / "out"
+    assert main(["table1", "--scale", "smoke", "--results", str(results), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "matches 2 records at seed 0" in err and "\n" not in err and not out.exists()

@@ -6,6 +6,7 @@ from torch import nn
 
 from cacim_core import QuantConfig, float_weight, quantize_model, quantized_layers, weight_noise
 from cacim_core.device import ADC, calibrate_adc, set_adc, set_tile, tiled_forward, tiled_noise
+from cacim_core.evaluate import chip_key
 from cacim_core.noise import GaussianNoise
 
 
@@ -64,7 +65,7 @@ def test_conv_weight_tiles_follow_the_in_k_k_view():
     with torch.no_grad(), weight_noise(model, seed=0):
         noisy = layer.weight.detach()
     clean = p.clean(float_weight(layer))
-    generator = torch.Generator().manual_seed(0 * 1_000_003 + 1)  # weight_noise: seed * 1_000_003 + index
+    generator = torch.Generator().manual_seed(chip_key(0, 0, 1))  # weight_noise: seed 0, draw 0, layer 1
     expected = tiled_noise(GaussianNoise(0.1), clean, (5, 20), generator)
     torch.testing.assert_close(noisy - clean, expected)
 

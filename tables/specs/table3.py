@@ -19,9 +19,19 @@ def _cell(method: str, arch: str, levels: int) -> dict:
     return {**_match(method), "arch": arch, "levels": levels}
 
 
+#: log2 at 3 levels fits uniform's grid {-s, 0, s} (the same MSE-optimal s): the two cells are one model.
+SAME_GRID = (
+    "log2 3L and uniform 3L fit the same grid {-s, 0, s} (same s): one model twice, equal by construction"
+)
+
 CLAIMS = (
     *(
-        PaperClaim(f"{a} < {b} at {short} {v}L (every layer)", _cell(a, arch, v), _cell(b, arch, v))
+        PaperClaim(
+            f"{a} < {b} at {short} {v}L (every layer)",
+            _cell(a, arch, v),
+            _cell(b, arch, v),
+            construction=SAME_GRID if (a, b, v) == ("uniform", "log2", 3) else "",
+        )
         for short, arch in _ARCHS
         for v in (3, 4)
         for a, b in (("lloyd", "uniform"), ("uniform", "log2"))
