@@ -52,7 +52,7 @@ CLASSIFICATION_TABLES := table1 table2 table3 delta
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): core
 	$(RUN) $@ $(RUN_FLAGS)
-	$(VPY) -m tables.render $@ $(if $(wildcard tables/specs/$@_ptq.py),$@_ptq) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
+	$(VPY) -m tables.render $@ $(foreach v,ptq control,$(if $(wildcard tables/specs/$@_$(v).py),$@_$(v))) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
 # Compare a quantizer against baselines (paired by seed, 95% CIs); runs the missing cells first:
 # make compare TABLE=table3 METHOD=mine AGAINST=lloyd,uniform PLUGIN=my_module [SEEDS=0,1,2,3,4] [MARGIN=0.5]

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.compare import PaperClaim, claim_lines, select
+from benchmarks.experiments import CONTROL
 from benchmarks.results import atomic_write, load
 from benchmarks.stats import Interval, margin_for, paired_difference, per_seed, t_interval
 
@@ -73,7 +74,7 @@ class TableSpec:
         (lloyd) rows with the method replaced, so it sits beside the baselines with the same cells."""
         listed = {row.match.get("method") for row in self.rows if row.match}
         extra = []
-        for method in sorted(methods - listed - {"float"}):
+        for method in sorted(methods - listed - {CONTROL}):
             for row in self.rows:
                 if row.match and row.match.get("method") == OURS and row.metrics is None:
                     label = (
@@ -130,6 +131,50 @@ def measure(frame: pd.DataFrame, metrics: tuple[str, ...], scale: str, what: str
     return Measured(metrics, intervals, draws, draw_sd, scale)
 
 
+#: what a quantized cell shares with its seed's control cell: the same float model, data and recipe
+CONTROL_KEY = ("experiment", "scale", "arch", "model", "dataset", "seed", "init", "dataset_fingerprint")
+
+
+def with_control_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add `gap_vs_control_<m>` = the control's <m> minus the cell's, per seed (m: top1, top5): the gap of
+    quantization alone, against the float model fine-tuned with the same recipe and no quantizer. The
+    paper's gap (`gap_<m>`, against the pretrained float model) also holds the fine-tune's extra epochs."""
+    if frame.empty or CONTROL not in set(frame["method"]):
+        return frame
+    control = frame[frame["method"] == CONTROL]
+    twice = control[control.duplicated(list(CONTROL_KEY), keep=False)]
+    if not twice.empty:
+        raise ValueError(f"two control cells for one seed: {', '.join(sorted(twice['cell']))}; delete one")
+    frame = frame.copy()
+    for m in ("top1", "top5"):
+        if m not in frame:
+            continue
+        theirs = frame[list(CONTROL_KEY)].merge(control[[*CONTROL_KEY, m]], how="left", on=list(CONTROL_KEY))
+        gap = theirs[m].to_numpy() - frame[m].to_numpy()
+        frame[f"gap_vs_control_{m}"] = gap
+        frame.loc[frame["method"] == CONTROL, f"gap_vs_control_{m}"] = math.nan
+        frame[f"gap_vs_control_{m}_n"] = frame[f"{m}_n"]
+        frame[f"gap_vs_control_{m}_std"] = frame[f"{m}_std"]
+    return frame
+
+
+def control_notes(frame: pd.DataFrame) -> list[str]:
+    """Per network, what fine-tuning alone did to the float model (the control arm's top-1 minus its
+    pretrained float top-1): the part of the paper-style gap that is not quantization."""
+    control = frame[frame["method"] == CONTROL] if not frame.empty else frame
+    out = []
+    for arch, group in control.groupby("arch"):
+        change = t_interval(list(per_seed(group.assign(d=group["top1"] - group["fp_top1"]), "d").values()))
+        spread = f" ± {change.half:.2f} (95% CI, n={change.n} seeds)" if change.n > 1 else " (1 seed)"
+        out.append(
+            f"Control arm ({arch}): fine-tuning the float model with the same recipe and no quantizer moved "
+            f"its top-1 by {change.mean:+.2f}{spread}. Gap = pretrained float - quantized (the paper's); "
+            "gap vs control = fine-tuned float - quantized (quantization alone); claims are the same under "
+            "both, since a seed's two arms share its float and control models."
+        )
+    return out
+
+
 def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[str, Any]]:
     """Long form: one entry per (row, column, source) with the text to print and the numbers behind it."""
     reference = load_reference(
@@ -154,7 +199,12 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
                     scale,
                     f"table cell ({row.label!r}, {col.header!r})",
                 )
-                text = measured.text(col.digits) if measured else "not run"
+                if measured:
+                    text = measured.text(col.digits)
+                elif row.match.get("method") == CONTROL and any("vs_control" in m for m in col.metrics):
+                    text = "(the control)"
+                else:
+                    text = "not run"
             out.append({**where, "source": "measured", "text": text, "measured": measured})
     return out
 
@@ -313,7 +363,7 @@ def render(
     adjust: bool = True,
 ) -> list[Path]:
     """Write <out>/<scale>/<name>.md, .tex and .csv; returns the paths written."""
-    frame, seed_notes = common_seeds(spec, load(spec.experiment, scale, results))
+    frame, seed_notes = common_seeds(spec, with_control_gaps(load(spec.experiment, scale, results)))
     spec = spec.with_extra_rows(set(frame["method"]) if not frame.empty else set())
     cells = build_cells(spec, frame, scale)
     table = grid(cells)
@@ -322,6 +372,7 @@ def render(
     tests = [paired_difference(*c.arms(frame)) for c in spec.claims if _paired(c, frame)]
     notes = [*spec.notes, *seed_notes, *([r] if (r := resolution(cells, tests)) else [])]
     if not frame.empty:
+        notes += control_notes(frame)
         notes += claim_lines(spec.claims, frame, margin, adjust, spec.unit)
         notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale

@@ -167,3 +167,93 @@ def test_a_duplicate_cell_at_one_seed_fails_the_render_in_one_line(tmp_path, cap
     assert main(["table1", "--scale", "smoke", "--results", str(results), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "matches 2 records at seed 0" in err and "\n" not in err and not out.exists()
+
+
+def test_sensitivity_labels_a_claim_whose_verdict_moves_with_the_recipe(tmp_path):
+    from tables.sensitivity import sensitivity
+
+    claims = (
+        PaperClaim("lloyd < uniform", {"method": "lloyd"}, {"method": "uniform"}),
+        PaperClaim("lloyd < log2", {"method": "lloyd"}, {"method": "log2"}),
+    )
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="toy",
+        reference=None,
+        columns=(Column("Gap", ("gap_top1",)),),
+        rows=tuple(Row(m, {"method": m}) for m in ("lloyd", "uniform", "log2")),
+        claims=claims,
+    )
+    frames = {}
+    # the log2 arm beats lloyd by 2 pt in the main recipe and ties it (within 0.05) in the long one
+    for label, log2 in (("main", [3.0, 3.3, 2.8, 3.2]), ("long", [1.01, 1.22, 0.88, 1.1])):
+        for method, gaps in {
+            "lloyd": [1.0, 1.2, 0.9, 1.1],
+            "uniform": [3.0, 3.1, 2.8, 3.3],
+            "log2": log2,
+        }.items():
+            for seed, gap in enumerate(gaps):
+                record = make_record(
+                    f"{method}{seed}", experiment=label, scale="proxy", seed=seed, method=method
+                )
+                record.metrics["gap_top1"] = Metric(gap)
+                write_record(tmp_path / label, record)
+        from benchmarks.results import load
+
+        frames[label] = load(label, "proxy", tmp_path / label)
+    table, lines = sensitivity(spec, frames, 0.5)
+    assert list(table.loc["lloyd < uniform"]) == ["yes", "yes"]
+    assert list(table.loc["lloyd < log2"]) == ["yes", "no"]
+    assert lines[0] == "lloyd < uniform: the same under 2 variants (yes)"
+    assert lines[1] == "lloyd < log2: recipe-dependent (main: yes, long: no)"
+
+
+def half_of(a: dict, b: dict) -> float:
+    d = [a[s] - b[s] for s in a]
+    return stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
+
+
+def test_gap_vs_control_is_the_seeds_control_minus_the_cell(tmp_path):
+    """Each quantized cell's gap against its own seed's control cell (fine-tuned float, no quantizer),
+    beside the paper's gap; the control's own row says it is the control; a second control at a seed fails."""
+    from benchmarks.experiments import CONTROL
+    from benchmarks.results import load
+    from tables.render import control_notes, with_control_gaps
+
+    control = {0: 93.0, 1: 92.0, 2: 94.5}
+    lloyd = {0: 90.0, 1: 90.5, 2: 91.0}
+    for seed in control:
+        write_record(
+            tmp_path,
+            make_record(f"float-s{seed}", seed=seed, method=CONTROL, levels=0, top1=control[seed]),
+        )
+        write_record(tmp_path, make_record(f"lloyd-s{seed}", seed=seed, top1=lloyd[seed]))
+    frame = with_control_gaps(load("table1", "smoke", tmp_path))
+    quantized = frame[frame["method"] == "lloyd"].sort_values("seed")
+    assert list(quantized["gap_vs_control_top1"]) == pytest.approx([control[s] - lloyd[s] for s in (0, 1, 2)])
+    assert list(quantized["gap_top1"]) == pytest.approx([95.0 - lloyd[s] for s in (0, 1, 2)])
+    assert frame[frame["method"] == CONTROL]["gap_vs_control_top1"].isna().all()
+    change = [control[s] - 95.0 for s in (0, 1, 2)]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(change) / 3**0.5
+    (note,) = control_notes(frame)
+    assert f"moved its top-1 by {statistics.mean(change):+.2f} ± {half:.2f} (95% CI, n=3 seeds)" in note
+
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="table1",
+        reference=None,
+        columns=(Column("Gap", ("gap_top1",)), Column("Gap vs control", ("gap_vs_control_top1",))),
+        rows=(Row("Ours", {"method": "lloyd"}), Row("Control", {"method": CONTROL})),
+    )
+    md = render(spec, "smoke", tmp_path, tmp_path / "out")[0].read_text()
+    mean = statistics.mean(control[s] - lloyd[s] for s in (0, 1, 2))
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    expected = f"{mean:.2f} ± {half_of(control, lloyd):.2f} [smoke, 95% CI, n=3 seeds]"
+    assert rows["Ours"].rstrip(" |").endswith(expected)
+    assert rows["Control"].rstrip(" |").endswith("(the control)")
+
+    write_record(tmp_path, make_record("float-s0-again", seed=0, method=CONTROL, levels=0, top1=93.0))
+    with pytest.raises(ValueError, match="two control cells for one seed: float-s0, float-s0-again"):
+        with_control_gaps(load("table1", "smoke", tmp_path))

@@ -18,6 +18,10 @@ from benchmarks.results import flat_option
 from cacim_core.registry import Registry
 
 SCALES = ("smoke", "proxy", "paper")
+#: the control arm's method name: the float model fine-tuned with the quantized cells' recipe, no quantizer
+CONTROL = "float"
+#: experiment -> {variant label: experiment name}: the same claim columns under another proxy recipe
+SENSITIVITY: dict[str, dict[str, str]] = {}
 BUILTIN = ("table1", "table2", "table3", "delta", "robustness", "drift", "table4", "table5", "fig3", "fig4b")
 EXPERIMENTS: Registry[Callable[[str], list[Cell]]] = Registry("experiment")
 
