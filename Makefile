@@ -54,6 +54,18 @@ $(CLASSIFICATION_TABLES): core
 	$(RUN) $@ $(RUN_FLAGS)
 	$(VPY) -m tables.render $@ $(foreach v,ptq control,$(if $(wildcard tables/specs/$@_$(v).py),$@_$(v))) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
+# Recipe sensitivity of a table's claims (benchmarks.experiments.SENSITIVITY): its claim rows and control
+# rerun with the fine-tune 4x as long and on a second synthetic-data draw, then each claim's verdict side by
+# side ("recipe-dependent" where they differ): make sensitivity TABLE=table1 [SCALE=proxy]
+SENSITIVITY_OF = $(shell $(VPY) -c "from benchmarks.experiments import SENSITIVITY as S; \
+	print(*S.get('$(TABLE)', {}).values())" 2>/dev/null)
+.PHONY: sensitivity
+sensitivity: core
+	$(if $(SENSITIVITY_OF),,$(error no sensitivity variants for TABLE=$(TABLE); see SENSITIVITY in benchmarks/experiments))
+	$(RUN) $(TABLE) $(RUN_FLAGS)
+	$(foreach e,$(SENSITIVITY_OF),$(RUN) $(e) $(RUN_FLAGS) &&) true
+	$(VPY) -m tables.sensitivity $(TABLE) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
+
 # Compare a quantizer against baselines (paired by seed, 95% CIs); runs the missing cells first:
 # make compare TABLE=table3 METHOD=mine AGAINST=lloyd,uniform PLUGIN=my_module [SEEDS=0,1,2,3,4] [MARGIN=0.5]
 TABLE ?= table3

@@ -294,11 +294,12 @@ def digits(size: int, augment: bool = True, noise: float = 0.0) -> DataBundle:
 
 def load_data(name: str, root: str | Path | None = None, augment: bool | str = True) -> DataBundle:
     """Build a dataset by name: cifar10 / cifar10_hou / imagenet / imagenet_rrc (need `root`); proxy:
-    synth32 (generated, benchmarks/synthetic.py), digits<size>[-noise<percent>] (scikit-learn's digits)."""
-    if name == "synth32":
-        from benchmarks.synthetic import SynthSpec, synth_bundle
+    synth32[-seed1] (generated, benchmarks/synthetic.py), digits<size>[-noise<percent>] (scikit-learn's
+    digits)."""
+    from benchmarks.synthetic import DATASETS, synth_bundle
 
-        return synth_bundle(SynthSpec(), augment)
+    if name in DATASETS:
+        return synth_bundle(DATASETS[name], augment)
     if name.startswith("digits"):
         size, _, noise = name.removeprefix("digits").partition("-noise")
         return digits(int(size), augment, int(noise or 0) / 100)
@@ -310,7 +311,7 @@ def load_data(name: str, root: str | Path | None = None, augment: bool | str = T
     }
     if name not in loaders:
         raise DatasetError(
-            f"unknown dataset {name!r}; known: {', '.join(loaders)}, synth32, digits<size>[-noise<pct>]"
+            f"unknown dataset {name!r}; known: {', '.join([*loaders, *DATASETS])}, digits<size>[-noise<pct>]"
         )
     loader, layout = loaders[name]
     if root is None:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for
-from benchmarks.experiments import Cell, Condition, cells
+from benchmarks.experiments import CONTROL, Cell, Condition, cells
 from benchmarks.results import (
     Claim,
     Record,
@@ -53,7 +53,10 @@ def load_plugin(name: str) -> None:
 
 
 def source_hash(method: str) -> str:
-    """sha256 of the source of the module defining the quantizer class (its helpers included)."""
+    """sha256 of the source of the module defining the quantizer class (its helpers included); "" for the
+    control arm, which has no quantizer (its code is the train loop's, stamped by code_version)."""
+    if method == CONTROL:
+        return ""
     cls = QUANTIZERS.get(method)
     return hashlib.sha256(inspect.getsource(sys.modules[cls.__module__]).encode()).hexdigest()[:12]
 

@@ -27,7 +27,7 @@ from benchmarks.backends import (
     trained_float_key,
 )
 from benchmarks.data import DataBundle, load_data, make_loader
-from benchmarks.experiments import Cell, Condition, Recipe
+from benchmarks.experiments import CONTROL, Cell, Condition, Recipe
 from benchmarks.models import build_model, load_weights
 from benchmarks.results import (
     Metric,
@@ -298,6 +298,9 @@ class TorchLoop:
         for name in sorted({c.dataset for c in cells}):
             self._bundle(name, ctx)
         for cell in cells:
+            quantizer_only = (cell.sweep, cell.options, cell.noise_train, cell.noise_eval)
+            if cell.method == CONTROL and (any(quantizer_only) or cell.noise_eval_file):
+                raise SetupError(f"{cell.id}: the control arm has no quantizer: drop its noise/options/sweep")
             if find_weights(ctx, cell) is not None:
                 continue
             if cell.fp_recipe is None:
@@ -313,7 +316,7 @@ class TorchLoop:
         ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
         evaluate = lambda m: accuracy(m, data.test, ctx, cell.max_batches and 1)  # noqa: E731
         # accuracy right after conversion, before fine-tuning: the quantizer alone (post-training)
-        ptq = None if ckpt.is_file() or not ctx.main else evaluate(model.eval())
+        ptq = None if ckpt.is_file() or not ctx.main or config is None else evaluate(model.eval())
         trained = train(
             model,
             cell.recipe,
@@ -321,7 +324,7 @@ class TorchLoop:
             cell.seed,
             ckpt,
             ctx,
-            quantized=True,
+            quantized=config is not None,
             desc=cell.id,
             max_batches=cell.max_batches,
             extra={"ptq": ptq},
@@ -330,7 +333,7 @@ class TorchLoop:
             _barrier(ctx)
             return None
         t0 = time.perf_counter()
-        if config.adc_bits is not None:
+        if config is not None and config.adc_bits is not None:
             calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
         noise: Any = cell.noise_eval  # parsed once by cacim_core.noise.parse: a delta, or the measured model
         if cell.noise_eval_file:
@@ -340,8 +343,9 @@ class TorchLoop:
         metrics: dict[str, Metric] = {}
         for k in METRICS:
             metrics.update(gap_metrics(k, fp[k], _metric(result, k)))
-            ptq_k = trained["extra"]["ptq"][k]
-            metrics.update({f"ptq_{k}": Metric(ptq_k), f"gap_ptq_{k}": Metric(fp[k] - ptq_k)})
+            if config is not None:  # the control has no post-training-quantized model
+                ptq_k = trained["extra"]["ptq"][k]
+                metrics.update({f"ptq_{k}": Metric(ptq_k), f"gap_ptq_{k}": Metric(fp[k] - ptq_k)})
         sweep = []
         for at in (Condition(*c) for c in cell.sweep):  # the same trained model; a plain (noise, bits) reads
             set_tile(model, at.tile if at.tile is not None else config.tile)  # before set_adc: ADCs per tile
@@ -367,12 +371,16 @@ class TorchLoop:
     @staticmethod
     def _quantized(
         cell: Cell, data: DataBundle, fp_state: dict, ctx: Context
-    ) -> tuple[nn.Module, QuantConfig]:
+    ) -> tuple[nn.Module, QuantConfig | None]:
+        """The model a cell fine-tunes and its QuantConfig; the control arm (method CONTROL) gets the same
+        float model with no quantizer and config None: the only difference between the two arms."""
         torch.manual_seed(cell.seed)
         model = build_model(cell.model, data.num_classes, data.input_size)
         if cell.init == "pretrained":
             model.load_state_dict(fp_state)
         model.to(ctx.device)
+        if cell.method == CONTROL:
+            return model, None
         config = QuantConfig(
             method=cell.method,
             levels=cell.levels,

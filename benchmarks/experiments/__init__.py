@@ -20,8 +20,6 @@ from cacim_core.registry import Registry
 SCALES = ("smoke", "proxy", "paper")
 #: the control arm's method name: the float model fine-tuned with the quantized cells' recipe, no quantizer
 CONTROL = "float"
-#: experiment -> {variant label: experiment name}: the same claim columns under another proxy recipe
-SENSITIVITY: dict[str, dict[str, str]] = {}
 BUILTIN = ("table1", "table2", "table3", "delta", "robustness", "drift", "table4", "table5", "fig3", "fig4b")
 EXPERIMENTS: Registry[Callable[[str], list[Cell]]] = Registry("experiment")
 
@@ -155,6 +153,26 @@ class Row:
     all_seeds: bool = True  # False: only the first seed (a baseline measured once)
 
 
+#: the control arm of a table: per arch and seed, the float model fine-tuned with the quantized cells' recipe
+#: and no quantizer (levels 0, no noise), so a gap against it is quantization alone (not more training)
+CONTROL_ROW = Row(CONTROL, 0)
+#: a table's recipe-sensitivity variants (label -> experiment): its claim rows and control rerun with
+#: another proxy recipe; `make sensitivity TABLE=...` runs them, tables/sensitivity.py compares verdicts
+SENSITIVITY = {"table1": {"fine-tune x4": "table1_ft4x", "data seed 1": "table1_data1"}}
+
+
+def stretch(recipe: Recipe, factor: int) -> Recipe:
+    """`recipe` `factor` times as long: epochs, step milestones and the periodic schedule all scaled, so
+    the learning rate follows the same shape over the longer run."""
+    schedule = recipe.schedule
+    every = None
+    if schedule.every is not None:
+        start, period, gamma = schedule.every
+        every = (start * factor, period * factor, gamma)
+    milestones = tuple((at * factor, gamma) for at, gamma in schedule.milestones)
+    return replace(recipe, epochs=recipe.epochs * factor, schedule=Schedule(milestones, every))
+
+
 def expand(experiment: str, setup: Setup, rows: list[Row]) -> list[Cell]:
     return [
         Cell(
@@ -207,19 +225,20 @@ def cells(
     known = {c.method for c in listed}
     chosen = [c for c in listed if c.method in methods]
     for method in methods:
-        if method not in known:
+        if method not in known and method != CONTROL:  # the control is no quantizer: never a lloyd copy
             chosen += [replace(c, method=method) for c in listed if c.method == "lloyd"]
     return _registered(chosen)
 
 
 def _registered(listed: list[Cell]) -> list[Cell]:
-    """`listed`, after checking that every method is a registered quantizer (one line naming --plugin)."""
+    """`listed`, after checking that every method is a registered quantizer or the control (one line
+    naming --plugin)."""
     from cacim_core import quantizers
 
-    unknown = sorted({c.method for c in listed} - set(quantizers.names()))
+    unknown = sorted({c.method for c in listed} - set(quantizers.names()) - {CONTROL})
     if unknown:
         raise ValueError(
             f"unknown method(s) {', '.join(unknown)}; registered: {', '.join(quantizers.names())} "
-            "(a plugin module can register more: --plugin MODULE_OR_FILE)"
+            f"and the control arm {CONTROL!r} (a plugin module can register more: --plugin MODULE_OR_FILE)"
         )
     return listed

@@ -2,7 +2,16 @@
 
 from dataclasses import replace
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
+from benchmarks.experiments import (
+    CONTROL_ROW,
+    Cell,
+    Recipe,
+    Row,
+    Schedule,
+    Setup,
+    expand,
+    register_experiment,
+)
 
 # Paper (as Hou & Kwok 2018): Adam, batch 50, lr 0.002 halved every 15 epochs, 200 epochs, T = 0.1,
 # squared hinge loss; mean ± std over five trials. Hou & Kwok's data pipeline (cifar10_hou): global contrast
@@ -48,6 +57,7 @@ ROWS = [
     Row("lloyd", 3, init="pretrained"),
     Row("twn", 3, init="scratch", all_seeds=False),
     Row("ttq", 3, init="pretrained", all_seeds=False),
+    CONTROL_ROW,
 ]
 
 

@@ -2,7 +2,16 @@
 
 from dataclasses import replace
 
-from benchmarks.experiments import Cell, Recipe, Row, Schedule, Setup, expand, register_experiment
+from benchmarks.experiments import (
+    CONTROL_ROW,
+    Cell,
+    Recipe,
+    Row,
+    Schedule,
+    Setup,
+    expand,
+    register_experiment,
+)
 from benchmarks.experiments.table1 import PROXY_FP, PROXY_FT
 
 # Paper: torchvision pretrained weights; SGD momentum 0.9, batch 64, weight decay 1e-4, up to 90 epochs;
@@ -53,6 +62,7 @@ ROWS = [
     Row("hefan", 3),
     Row("lqnet", 4, "fp"),
     Row("lqnet", 8, "fp", archs=("resnet18b",)),
+    CONTROL_ROW,
 ]
 
 
