@@ -377,12 +377,12 @@ class Claim:
     def release(self) -> None:
         """Stop the heartbeat and remove the claim, unless another run took it over meanwhile."""
         self._stop.set()
-        info = _claim_info(self.path)
+        info = claim_info(self.path)
         if info is not None and (info.get("host"), info.get("pid")) == (socket.gethostname(), os.getpid()):
             self.path.unlink(missing_ok=True)
 
 
-def _claim_info(path: Path) -> dict[str, Any] | None:
+def claim_info(path: Path) -> dict[str, Any] | None:
     """The claim's JSON, or None when it is gone, empty or unreadable (a writer died between create and
     write, or a disk filled)."""
     try:
@@ -400,7 +400,7 @@ def _claim_is_stale(path: Path, stale_after: float) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     identity = (st.st_ino, st.st_mtime_ns)
-    info = _claim_info(path)
+    info = claim_info(path)
     if info is not None and info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
         if not _pid_alive(info["pid"]):
             return identity
@@ -434,7 +434,7 @@ def claim_holder(path: Path, stale_after: float | None = None) -> str:
         mtime = path.stat().st_mtime
     except FileNotFoundError:
         return "released"
-    info = _claim_info(path)
+    info = claim_info(path)
     at = time.strftime("%H:%M:%SZ", time.gmtime(mtime + stale_after))
     if info is None:
         return f"held by an unreadable claim {path.name}; taking it over at {at} unless it is rewritten"
