@@ -17,13 +17,15 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -245,23 +247,199 @@ def write_record(root: str | Path, record: Record, overwrite: bool = False) -> P
 
 
 def read_record(path: Path) -> Record:
+    """One record file, checked as `check_file` checks it; ValueError (path, problem, fix) when it is bad."""
+    record, bad = check_file(Path(path))
+    if bad is not None:
+        raise ValueError(str(bad))
+    return record  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the one record validator
+@dataclass(frozen=True)
+class BadFile:
+    """One file of the store that is not a readable, well-placed record: where, what is wrong, the fix."""
+
+    path: Path
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}; {self.fix}"
+
+
+class StoreError(ValueError):
+    """Every bad file under the part of the store that was asked for, listed at once (nothing was read).
+    One bad file is one line; several are a count, then one line each."""
+
+    def __init__(self, bad: list[BadFile]) -> None:
+        self.bad = bad
+        hint = "tables.render and compare take --skip-bad to leave them out"
+        if len(bad) == 1:
+            super().__init__(f"{bad[0]} ({hint})")
+            return
+        head = (
+            f"{len(bad)} bad record files in the store, nothing was read from it: fix or delete each ({hint})"
+        )
+        super().__init__("\n".join([head, *(f"  {b}" for b in bad)]))
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,),
+}  # fmt: skip
+
+
+def _type_problem(name: str, value: Any, annotation: str) -> str:
+    """ "" when `value` fits the field's annotation ("int", "float", "int | None", "dict[str, Metric]"...)."""
+    kind, _, rest = annotation.partition(" | ")
+    if rest == "None" and value is None:
+        return ""
+    expected = _TYPES.get(kind.split("[")[0])
+    fits = isinstance(value, expected or object) and (bool in (expected or ()) or not isinstance(value, bool))
+    if expected is None or fits:
+        return ""
+    return f"field {name!r} is {_short(value)} ({type(value).__name__}), not {annotation}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _metric_problem(where: str, metrics: Any) -> str:
+    """ "" when every metric is {mean: number, std: number, n: int >= 1} (a string mean broke pandas)."""
+    if not isinstance(metrics, dict):
+        return f"{where} is {_short(metrics)}, not a dict of metrics"
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "mean" not in m:
+            return f"{where} {name!r} is {_short(m)}, not {{mean, std, n}}"
+        for key, value in m.items():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if key not in ("mean", "std", "n"):
+                return f"{where} {name!r} has an unknown entry {key!r}"
+            if not number or (key == "n" and (not isinstance(value, int) or value < 1)):
+                kind = "an integer >= 1" if key == "n" else "a number"
+                return f"{where} {name!r} {key} is {_short(value)} ({type(value).__name__}), not {kind}"
+    return ""
+
+
+def _content_problem(data: Any) -> str:
+    """ "" when `data` (a parsed JSON file) is a schema-2 record whose fields have their declared types."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not a record"
+    if data.get("schema") != SCHEMA:
+        return f"schema {data.get('schema', 1)}, this code reads schema {SCHEMA}"
+    declared = {f.name: f for f in fields(Record)}
+    required = [n for n, f in declared.items() if f.default is MISSING and f.default_factory is MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    for name, value in data.items():
+        if name in declared and (problem := _type_problem(name, value, str(declared[name].type))):
+            return problem
+    if problem := _metric_problem("metric", data["metrics"]):
+        return problem
+    for point in data.get("sweep", []):
+        metrics = point.get("metrics") if isinstance(point, dict) else point
+        if problem := _metric_problem("sweep metric", metrics):
+            return problem
+    return ""
+
+
+def check_file(path: Path) -> tuple[Record | None, BadFile | None]:
+    """(the record, None) for a good file; (None, why and the fix) for a bad one. A good file parses, has
+    the current schema and typed fields, and sits where its own fields say: <experiment>/<scale>/<cell>.json
+    with the cell id's seed equal to its seed (a misfiled record is never taken for another cell)."""
+    experiment, scale = path.parent.parent.name, path.parent.name
+    rerun = f"delete it and rerun `python -m benchmarks run {experiment} --scale {scale}`"
     try:
-        return Record.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        rerun = f"python -m benchmarks run {path.parent.parent.name} --scale {path.parent.name}"
-        raise ValueError(
-            f"{path}: unreadable record ({type(exc).__name__}: {exc}); delete it and rerun `{rerun}` to "
-            "recompute it"
-        ) from exc
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, BadFile(path, f"unreadable record ({type(exc).__name__}: {exc.strerror or exc})", rerun)
+    except json.JSONDecodeError as exc:
+        return None, BadFile(path, f"unreadable record (not valid JSON, truncated? {exc})", rerun)
+    if problem := _content_problem(data):
+        return None, BadFile(path, f"unreadable record ({problem})", rerun)
+    try:
+        record = Record.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, BadFile(path, f"unreadable record ({type(exc).__name__}: {exc})", rerun)
+    home = path.parent.parent.parent / record.experiment / record.scale / f"{record.cell}.json"
+    if (record.experiment, record.scale) != (experiment, scale):
+        where = f"a {record.scale}-scale record of {record.experiment} in the {experiment}/{scale} folder"
+        return None, BadFile(path, where, f"move it to {home} (or delete it)")
+    if record.cell != path.stem:
+        return None, BadFile(
+            path, f"its cell is {record.cell!r}, not the file's name", f"rename it to {home} (or delete it)"
+        )
+    named = re.findall(r"-s(\d+)(?=-|$)", record.cell)  # ids made by Cell.id name their seed once
+    if named and named[0] != str(record.seed):
+        return None, BadFile(
+            path, f"seed {record.seed}, but its cell id names another seed (a duplicate row)", rerun
+        )
+    return record, None
+
+
+def _identity(record: Record) -> tuple:
+    """What makes two records the same cell at the same seed (every field a cell id is made of)."""
+    return (
+        record.experiment, record.scale, record.arch, record.model, record.dataset, record.method,
+        record.levels, record.first_last, record.noise_train, record.noise_eval, record.noise_eval_file,
+        record.init, json.dumps(record.options, sort_keys=True, default=str),
+        json.dumps(record.recipe, sort_keys=True, default=str), record.seed,
+    )  # fmt: skip
+
+
+def scan(
+    root: str | Path = "results", experiment: str | None = None, scale: str | None = None
+) -> tuple[list[Record], list[BadFile]]:
+    """Every record file under `root` (optionally one experiment, one scale), checked: (good records sorted
+    by experiment, scale, cell; bad files sorted by path). Two files holding the same cell and seed are
+    both bad (a table would count that seed twice)."""
+    paths = sorted(Path(root).glob(f"{experiment or '*'}/{scale or '*'}/*.json"))  # none under a missing root
+    good: dict[Path, Record] = {}
+    bad: list[BadFile] = []
+    for path in paths:
+        if path.parent.parent.name.startswith(("_", ".")) or path.parent.name.startswith(("_", ".")):
+            continue  # _float/, _bench/, .submitit/: not records
+        record, problem = check_file(path)
+        if problem is not None:
+            bad.append(problem)
+        else:
+            good[path] = record  # type: ignore[assignment]
+    holders: dict[tuple, list[Path]] = {}
+    for path, record in good.items():
+        holders.setdefault(_identity(record), []).append(path)
+    for same in (ps for ps in holders.values() if len(ps) > 1):
+        for path in same:
+            others = ", ".join(p.name for p in same if p != path)
+            seed = good.pop(path).seed
+            bad.append(BadFile(path, f"seed {seed} of the same cell as {others}", "delete one of them"))
+    records = sorted(good.values(), key=lambda r: (r.experiment, r.scale, r.cell))
+    return records, sorted(bad, key=lambda b: str(b.path))
+
+
+_REPORTED: set[Path] = set()  # a CLI loads one store more than once (check first, then render): say it once
 
 
 def load_records(
-    root: str | Path = "results", experiment: str | None = None, scale: str | None = None
+    root: str | Path = "results",
+    experiment: str | None = None,
+    scale: str | None = None,
+    skip_bad: bool = False,
 ) -> list[Record]:
-    """Every finished record under `root`, optionally filtered, sorted by (experiment, scale, cell)."""
-    paths = Path(root).glob(f"{experiment or '*'}/{scale or '*'}/*.json")  # none under a missing root
-    records = [read_record(p) for p in paths if not p.parent.parent.name.startswith("_")]
-    return sorted(records, key=lambda r: (r.experiment, r.scale, r.cell))
+    """Every good record under `root`, optionally filtered, sorted by (experiment, scale, cell).
+
+    A bad file (`scan`) raises StoreError listing every one; `skip_bad` leaves them out instead and says
+    which on stderr."""
+    records, bad = scan(root, experiment, scale)
+    if bad and not skip_bad:
+        raise StoreError(bad)
+    fresh = [b for b in bad if b.path not in _REPORTED]
+    if fresh:
+        _REPORTED.update(b.path for b in fresh)
+        lines = [f"left out {len(fresh)} bad record file(s) (--skip-bad):", *(f"  {b}" for b in fresh)]
+        print("\n".join(lines), file=sys.stderr)
+    return records
 
 
 CELL_COLUMNS = (
@@ -271,13 +449,19 @@ CELL_COLUMNS = (
 )  # fmt: skip
 
 
-def load(experiment: str | None = None, scale: str | None = None, root: str | Path = "results"):
+def load(
+    experiment: str | None = None,
+    scale: str | None = None,
+    root: str | Path = "results",
+    skip_bad: bool = False,
+):
     """One row per finished cell and seed: the cell's fields, then `<metric>` (mean), `<metric>_std` and
-    `<metric>_n` for every metric, and one `opt_<name>` column per extra QuantConfig option."""
+    `<metric>_n` for every metric, and one `opt_<name>` column per extra QuantConfig option. Bad files:
+    `load_records`."""
     import pandas as pd
 
     rows = []
-    for r in load_records(root, experiment, scale):
+    for r in load_records(root, experiment, scale, skip_bad):
         row: dict[str, Any] = {c: getattr(r, c) for c in CELL_COLUMNS}
         row["refits"] = sum(r.refits.values())  # Algorithm 1's re-fits after the initial fit, all layers
         row.update({f"opt_{k}": flat_option(v) for k, v in r.options.items()})
@@ -292,12 +476,12 @@ def flat_option(value: Any) -> Any:
     return ",".join(f"{k}={v}" for k, v in sorted(value.items())) if isinstance(value, dict) else value
 
 
-def load_sweeps(experiment: str, scale: str, root: str | Path = "results"):
+def load_sweeps(experiment: str, scale: str, root: str | Path = "results", skip_bad: bool = False):
     """Long form of every sweep point: cell fields, test noise, ADC bits, tile, metric, mean, std, n."""
     import pandas as pd
 
     rows = []
-    for r in load_records(root, experiment, scale):
+    for r in load_records(root, experiment, scale, skip_bad):
         base = {c: getattr(r, c) for c in CELL_COLUMNS}
         base["noise_samples"] = r.recipe.get("noise_samples", 1)
         for p in r.sweep:

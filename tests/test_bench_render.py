@@ -161,8 +161,11 @@ def test_a_duplicate_cell_at_one_seed_fails_the_render_in_one_line(tmp_path, cap
     from tables.render import main
 
     results = tmp_path / "results"
-    for name in ("a", "b"):  # two cells the table's selection cannot tell apart
-        write_record(results, make_record(name, experiment="table1", scale="smoke", seed=0, method="lloyd"))
+    for name, options in (("a", {}), ("b", {"adc_bits": 6})):  # two cells the selection cannot tell apart
+        record = make_record(
+            name, experiment="table1", scale="smoke", seed=0, method="lloyd", options=options
+        )
+        write_record(results, record)
     out = tmp_path / "out"
     assert main(["table1", "--scale", "smoke", "--results", str(results), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
