@@ -201,8 +201,8 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
                 )
                 if measured:
                     text = measured.text(col.digits)
-                elif row.match.get("method") == CONTROL and any("vs_control" in m for m in col.metrics):
-                    text = "(the control)"
+                elif any("vs_control" in m for m in col.metrics):  # a gap that needs the control cell
+                    text = "(the control)" if row.match.get("method") == CONTROL else "no control cell"
                 else:
                     text = "not run"
             out.append({**where, "source": "measured", "text": text, "measured": measured})
