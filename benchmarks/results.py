@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from benchmarks import faults
+
 SCHEMA = 2
 
 
@@ -119,24 +121,92 @@ class Record:
 
 
 # ---------------------------------------------------------------- paths and atomic writes
-def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
-    """Write via a temporary file and a rename; the file gets the user's umask (mkstemp would give 0600)."""
+def atomic_write(path: str | Path, data: bytes | memoryview | str, kind: str = "") -> Path:
+    """Write via a temporary file, fsync, rename and fsync the folder: after a crash the file is whole or
+    absent, never half-written, and a durable one survives a power cut. The file gets the user's umask
+    (mkstemp would give 0600). The .tmp is named after its writer (host, pid): the next run removes those
+    of dead writers (`sweep_litter`). `kind="record"` marks the fault points of benchmarks.faults."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    owner = f"~{socket.gethostname()}~{os.getpid()}~"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{owner}", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
+            if kind:
+                faults.hit(f"{kind}_fsync", path.stem, tmp)
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~umask)
+        if kind:
+            faults.hit(f"{kind}_rename", path.stem, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (its directory entry); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder; the rename itself is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_is_dead(path: Path, stale_after: float) -> bool:
+    """A writer's .tmp left by a dead process (same host, pid gone) or older than `stale_after`."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    parts = path.name.split("~")  # .<name>~<host>~<pid>~<random>.tmp; older names carry no owner
+    if len(parts) >= 4 and parts[-3] == socket.gethostname() and parts[-2].isdigit():
+        if not _pid_alive(int(parts[-2])):
+            return True
+    return age > stale_after
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        pass
+    return True
+
+
+def sweep_litter(folders: Iterable[Path], stale_after: float | None = None) -> tuple[int, int]:
+    """Remove what dead runs left in `folders`: their writes' .tmp files and their stale claims (a claim is
+    taken over, then released: the takeover protocol guards against a live run's fresh claim). Returns
+    (tmp files removed, claims released)."""
+    stale_after = faults.stale_after_s() if stale_after is None else stale_after
+    tmps = claims = 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".*.tmp"):
+            if _tmp_is_dead(path, stale_after):
+                path.unlink(missing_ok=True)
+                tmps += 1
+        for path in folder.glob("*.json" if folder.name == ".claims" else ".*.claim"):
+            if _claim_is_stale(path, stale_after) is not None:
+                claim = Claim.take(path, stale_after)
+                if claim is not None:
+                    claim.release()
+                    claims += 1
+    return tmps, claims
 
 
 def cell_dir(root: str | Path, experiment: str, scale: str) -> Path:
@@ -173,7 +243,7 @@ def write_record(root: str | Path, record: Record, overwrite: bool = False) -> P
         raise RecordExistsError(
             f"{path} already holds a finished result; delete it (or pass --force) to recompute it"
         )
-    return atomic_write(path, record.to_json())
+    return atomic_write(path, record.to_json(), kind="record")
 
 
 def read_record(path: Path) -> Record:
@@ -446,73 +516,118 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------- claims: two runs never train one cell twice
-HEARTBEAT_S = 30.0
-STALE_AFTER_S = 300.0
-
-
 class Claim:
-    """An atomic claim file (host, pid, heartbeat) on one cell; a heartbeat thread keeps it fresh.
+    """An exclusive claim file (host, pid, since) on one cell; a heartbeat thread keeps its mtime fresh.
 
-    `Claim.take(path)` returns None while another live process holds the cell. A claim whose process is gone
-    (same host, pid dead) or whose heartbeat is older than STALE_AFTER_S is taken over: the cell then resumes
-    from its checkpoint.
+    `Claim.take(path)` creates the file with O_EXCL (one atomic primitive: exactly one contender wins) and
+    returns None while another live process holds it. A stale claim (same host and its pid gone, or no
+    heartbeat for `stale_after` seconds, unreadable ones included) is taken over: the cell then resumes from
+    its checkpoint. A claim says nothing about the record: the caller re-checks that after taking it.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, heartbeat_s: float) -> None:
         self.path = path
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True)
 
     @classmethod
-    def take(cls, path: Path, stale_after: float = STALE_AFTER_S) -> Claim | None:
+    def take(cls, path: Path, stale_after: float | None = None) -> Claim | None:
+        stale_after = faults.stale_after_s() if stale_after is None else stale_after
         path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if not _claim_is_stale(path, stale_after):
-                    return None
-                # rename wins for exactly one contender; the others see the fresh claim next round
-                grave = path.with_name(f".{path.name}.stale.{os.getpid()}")
-                try:
-                    os.replace(path, grave)
-                    grave.unlink(missing_ok=True)
-                except FileNotFoundError:
-                    pass
+                judged = _claim_is_stale(path, stale_after)
+                if judged is None and path.exists():
+                    return None  # a live claim
+                if judged is not None and not _remove_stale(path, judged):
+                    return None  # it turned fresh while we looked: a live claim
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": now_iso()}, f)
-            claim = cls(path)
+            claim = cls(path, heartbeat_s=stale_after / 10)
             claim._thread.start()
             return claim
         return None
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
             try:
                 os.utime(self.path)
-            except FileNotFoundError:
-                return
+            except FileNotFoundError:  # moved aside for a moment by a contender's takeover check
+                continue
 
     def release(self) -> None:
+        """Stop the heartbeat and remove the claim, unless another run took it over meanwhile."""
         self._stop.set()
-        self.path.unlink(missing_ok=True)
+        info = claim_info(self.path)
+        if info is not None and (info.get("host"), info.get("pid")) == (socket.gethostname(), os.getpid()):
+            self.path.unlink(missing_ok=True)
 
 
-def _claim_is_stale(path: Path, stale_after: float) -> bool:
+def claim_info(path: Path) -> dict[str, Any] | None:
+    """The claim's JSON, or None when it is gone, empty or unreadable (a writer died between create and
+    write, or a disk filled)."""
     try:
         info = json.loads(path.read_text())
-        age = time.time() - path.stat().st_mtime
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False  # being written right now: not stale
-    if info.get("host") == socket.gethostname():
-        try:
-            os.kill(int(info["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-    return age > stale_after
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _claim_is_stale(path: Path, stale_after: float) -> tuple[int, int] | None:
+    """The stale claim's identity (inode, mtime) when its process is gone (same host) or its heartbeat is
+    older than `stale_after` (any host, and any unreadable claim); None while it is live or gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    identity = (st.st_ino, st.st_mtime_ns)
+    info = claim_info(path)
+    if info is not None and info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        if not _pid_alive(info["pid"]):
+            return identity
+    return identity if time.time() - st.st_mtime > stale_after else None
+
+
+def _remove_stale(path: Path, judged: tuple[int, int]) -> bool:
+    """Move the claim judged stale aside and delete it. A rename wins for one contender only; if what moved
+    is not the file judged stale (a contender's fresh claim, or a new heartbeat), it is put back."""
+    grave = path.with_name(f".{path.name}.stale.{os.getpid()}")
+    try:
+        os.replace(path, grave)
+    except FileNotFoundError:
+        return True  # another contender removed it: the next O_EXCL decides
+    st = grave.stat()
+    if (st.st_ino, st.st_mtime_ns) == judged:
+        grave.unlink(missing_ok=True)
+        return True
+    try:
+        os.link(grave, path)
+    except FileExistsError:
+        pass
+    grave.unlink(missing_ok=True)
+    return False
+
+
+def claim_holder(path: Path, stale_after: float | None = None) -> str:
+    """Who holds a claim, since when, and when a waiting run takes it over: one line for the user."""
+    stale_after = faults.stale_after_s() if stale_after is None else stale_after
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return "released"
+    info = claim_info(path)
+    at = time.strftime("%H:%M:%SZ", time.gmtime(mtime + stale_after))
+    if info is None:
+        return f"held by an unreadable claim {path.name}; taking it over at {at} unless it is rewritten"
+    host, pid = info.get("host", "?"), info.get("pid", "?")
+    exits = f" (or as soon as pid {pid} exits)" if host == socket.gethostname() else ""
+    return (
+        f"held by host {host} pid {pid} since {info.get('since', '?')}; taking it over at {at} if its "
+        f"heartbeat stops{exits}"
+    )
 
 
 def claim_path(root: str | Path, experiment: str, scale: str, cell_id: str) -> Path:

@@ -4,34 +4,52 @@ its record. One for every table and figure result set; backends in benchmarks/ba
 Several runs may share one store (`--workers N` here, other machines on a shared filesystem): a cell is
 trained by whoever claims it first (benchmarks.results.Claim); a stale claim (dead process, no heartbeat)
 is taken over and the cell resumes from its checkpoint.
+
+Durability: a record is written atomically (fsync'd, its folder fsync'd) before the cell's checkpoint is
+dropped, so a kill or a full disk at any point loses at most the work since the last checkpoint. SIGTERM
+and SIGINT let the current record write finish, release the claims and exit 143 / 130 with one line; a
+dead worker is reported and the other workers take its cell over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import inspect
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import socket
 import sys
+import tempfile
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from benchmarks import faults
 from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for
 from benchmarks.experiments import CONTROL, Cell, Condition, cells
 from benchmarks.results import (
     Claim,
     Record,
+    cell_dir,
+    claim_holder,
+    claim_info,
     claim_path,
     code_version,
     now_iso,
     read_record,
     record_path,
+    sweep_litter,
     write_record,
 )
 from cacim_core import registry
@@ -40,6 +58,124 @@ from cacim_core.quantizers.base import QUANTIZERS
 
 # plugin file -> sha256 of its source, stamped on records; spawned workers reload plugins by file
 PLUGINS: dict[str, str] = {}
+
+
+class StoreError(SetupError):
+    """The results store cannot be written (full disk, read-only, a file where a folder belongs)."""
+
+
+class Interrupted(BaseException):  # noqa: N818  (not an error: a user's SIGINT or a scheduler's SIGTERM)
+    """Raised by the SIGINT/SIGTERM handler; unwinds through the `finally`s that release claims."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass
+class _SignalState:
+    depth: int = 0  # > 0 inside `_finishing()`: a signal waits until the block is done
+    pending: int = 0
+    owner: int = 0  # the pid that installed the handlers
+    previous: dict[int, object] = field(default_factory=dict)  # the handlers they replaced
+
+
+_SIGNALS = _SignalState()
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if os.getpid() != _SIGNALS.owner:  # a forked child that missed the at-fork reset: die as it would
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    if _SIGNALS.depth:
+        _SIGNALS.pending = signum
+        return
+    raise Interrupted(signum)
+
+
+def _restore_in_child() -> None:
+    """A library's forked workers (mmdet's eval_map Pool, DataLoader workers) get the handlers they would
+    have had without us: Pool.terminate() SIGTERMs its workers and joins them, and a worker that turned
+    SIGTERM into our `Interrupted` could hang that join forever."""
+    if _SIGNALS.previous and threading.current_thread() is threading.main_thread():
+        for sig, handler in _SIGNALS.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        _SIGNALS.previous = {}
+
+
+os.register_at_fork(after_in_child=_restore_in_child)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` while the block runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _SIGNALS.depth, _SIGNALS.pending, _SIGNALS.owner = 0, 0, os.getpid()
+    _SIGNALS.previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in _SIGNALS.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        _SIGNALS.previous = {}
+
+
+@contextlib.contextmanager
+def _finishing() -> Iterator[None]:
+    """A block a signal must not cut: a claim being taken, a record being written and its checkpoint
+    dropped. A signal that arrives meanwhile is raised when the block is done."""
+    _SIGNALS.depth += 1
+    try:
+        yield
+    finally:
+        _SIGNALS.depth -= 1
+    if not _SIGNALS.depth and _SIGNALS.pending:
+        signum, _SIGNALS.pending = _SIGNALS.pending, 0
+        raise Interrupted(signum)
+
+
+# errno -> what to do about it; ENOSPC and EDQUOT whatever the path, the others for paths in the store
+STORE_FIXES = {
+    errno.ENOSPC: "no space left on the device: free space or pass another --results; a rerun resumes "
+    "from the last checkpoint",
+    errno.EDQUOT: "disk quota exceeded: free space or pass another --results; a rerun resumes from the "
+    "last checkpoint",
+    errno.EROFS: "read-only filesystem: pass a writable folder to --results",
+    errno.EACCES: "permission denied: pass a folder you can write to --results",
+    errno.EPERM: "permission denied: pass a folder you can write to --results",
+    errno.ENOTDIR: "a file stands where a folder belongs: pass a folder to --results",
+    errno.EEXIST: "a file stands where a folder belongs: pass a folder to --results",
+}
+
+
+def _store_error(exc: OSError, root: Path) -> StoreError | None:
+    """The one-line StoreError for a write failure of the store; None for any other OSError."""
+    where = Path(exc.filename) if exc.filename else None
+    in_store = where is None or where.resolve().is_relative_to(root.resolve())
+    if exc.errno not in STORE_FIXES or (exc.errno not in (errno.ENOSPC, errno.EDQUOT) and not in_store):
+        return None
+    return StoreError(f"cannot write {where or root}: {STORE_FIXES[exc.errno]}")
+
+
+def check_store(root: Path) -> None:
+    """The store must be a writable folder: found before any training, not at the first record."""
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"--results {root} is a file: pass a folder (it is created if missing)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(
+            dir=root, prefix=f".probe~{socket.gethostname()}~{os.getpid()}~", suffix=".tmp"
+        )
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        error = _store_error(exc, root)
+        if error is None:
+            raise
+        raise error from None
 
 
 def load_plugin(name: str) -> None:
@@ -178,6 +314,7 @@ def run(
             "--device cpu: mmengine picks CUDA whenever it is visible; hide the GPUs with "
             "CUDA_VISIBLE_DEVICES= to run OpenMMLab cells on the CPU"
         )
+    check_store(Path(results))
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx = Context(
         scale,
@@ -193,6 +330,8 @@ def run(
     if chosen.type == "cuda":
         torch.backends.cudnn.benchmark = True
     init_distributed(ctx)
+    if ctx.main:
+        _sweep(experiment, ctx)
     unfinished, finished, stale = plan(todo, ctx)
     if stale and not (force or rerun_stale):
         listing = "; ".join(f"{c.id} ({why})" for c, why in stale[:5])
@@ -216,25 +355,58 @@ def run(
             f"{len(stale)} stale, {len(pending)} to run",
             file=sys.stderr,
         )
-    if launcher is not None:
-        return _run_submitit(pending, overwrite, ctx, launcher)
-    if workers > 1 and ctx.world == 1:
-        return _run_parallel(pending, overwrite, ctx, workers)
-    return _run_cells(pending, overwrite, ctx, f"{experiment} [{scale}]")
+    with _interruptible():
+        try:
+            if launcher is not None:
+                return _run_submitit(pending, overwrite, ctx, launcher)
+            if workers > 1 and ctx.world == 1:
+                return _run_parallel(pending, overwrite, ctx, workers)
+            return _run_cells(pending, overwrite, ctx, f"{experiment} [{scale}]")
+        except Interrupted as stop:
+            done = sum(record_path(ctx.results, c.experiment, scale, c.id).is_file() for c in todo)
+            if ctx.main:
+                name = signal.Signals(stop.signum).name
+                print(
+                    f"interrupted by {name}: {done} of {len(todo)} cells done, rerun to resume",
+                    file=sys.stderr,
+                )
+            raise SystemExit(128 + stop.signum) from None
+        except OSError as exc:
+            error = _store_error(exc, ctx.results)
+            if error is None:
+                raise
+            raise error from None
+
+
+def _sweep(experiment: str, ctx: Context) -> None:
+    """Remove the .tmp files of dead writers and the stale claims (finished cells' too) dead runs left."""
+    here = cell_dir(ctx.results, experiment, ctx.scale)
+    floats = ctx.results / "_float" / ctx.scale
+    tmps, claims = sweep_litter([here, here / ".ckpt", here / ".claims", floats])
+    if tmps or claims:
+        print(f"removed {tmps} .tmp file(s) and {claims} stale claim(s) left by dead runs", file=sys.stderr)
 
 
 def _claim(cell: Cell, ctx: Context, overwrite: set[str], since: float) -> tuple[Claim | None, str]:
-    """("mine", claim) to train it, ("done", None) when another run finished it, ("busy", None) while
+    """(claim, "mine") to train it, (None, "done") when another run finished it, (None, "busy") while
     another live run holds it. Rank 0 decides; under torchrun every rank gets its answer."""
     claim, state = None, "mine"
     if ctx.main:
         path = record_path(ctx.results, cell.experiment, ctx.scale, cell.id)
-        # finished by another run; a cell to overwrite counts only once a record newer than this run exists
-        if path.is_file() and (cell.id not in overwrite or path.stat().st_mtime >= since):
+
+        def finished() -> bool:  # a cell to overwrite counts only once a record newer than this run exists
+            return path.is_file() and (cell.id not in overwrite or path.stat().st_mtime >= since)
+
+        if finished():
             state = "done"
         else:
+            faults.claim_delay()
             claim = Claim.take(claim_path(ctx.results, cell.experiment, ctx.scale, cell.id))
-            state = "busy" if claim is None else "mine"
+            if claim is None:
+                state = "busy"
+            elif finished():  # another run finished it between the check and the claim: checked again
+                claim.release()
+                claim, state = None, "done"
     if ctx.world > 1:
         box = [state]
         dist.broadcast_object_list(box, src=0)
@@ -248,18 +420,20 @@ def _run_cells(
     ctx: Context,
     desc: str,
     since: float | None = None,
-    poll_s: float = 5.0,
 ) -> list[Record]:
     """Train every pending cell nobody else holds; then wait for the cells other runs hold, taking over a
-    claim that goes stale (its run died): a run returns when all its cells are finished."""
+    claim that goes stale (its run died): a run returns when all its cells are finished. The record is
+    durable before the cell's checkpoint goes: a kill between the two leaves a checkpoint to resume from."""
     since = time.time() if since is None else since
     written = []
+    told: set[str] = set()  # cells whose holder the user has been told about
     bar = tqdm(total=len(pending), desc=desc, disable=not (ctx.progress and ctx.main))
     waiting = list(pending)
     while waiting:
         busy = []
         for cell in waiting:
-            claim, state = _claim(cell, ctx, overwrite, since)
+            with _finishing():
+                claim, state = _claim(cell, ctx, overwrite, since)
             if state == "busy":
                 busy.append(cell)
                 continue
@@ -267,17 +441,28 @@ def _run_cells(
             if state == "done":
                 continue
             try:
-                outcome = backend_for(cell).finetune_and_evaluate(cell, ctx)
+                if ctx.main:
+                    faults.log_training(cell.id)
+                    faults.hit("training", cell.id)
+                backend = backend_for(cell)
+                outcome = backend.finetune_and_evaluate(cell, ctx)
                 if outcome is not None and ctx.main:
-                    record = make_record(cell, outcome, ctx)
-                    write_record(ctx.results, record, overwrite=cell.id in overwrite)
-                    written.append(record)
+                    with _finishing():
+                        record = make_record(cell, outcome, ctx)
+                        write_record(ctx.results, record, overwrite=cell.id in overwrite)
+                        backend.discard(cell, ctx)
+                        written.append(record)
                     print(f"{cell.experiment} [{ctx.scale}] {cell.id}: " + _summary(record), file=sys.stderr)
             finally:
                 if claim is not None:
                     claim.release()
-        if busy == waiting:
-            time.sleep(poll_s)  # every remaining cell is held by another live run
+        if busy == waiting:  # every remaining cell is held by another live run
+            for cell in busy if ctx.main else []:
+                if cell.id not in told:
+                    told.add(cell.id)
+                    holder = claim_holder(claim_path(ctx.results, cell.experiment, ctx.scale, cell.id))
+                    print(f"waiting for {cell.experiment} [{ctx.scale}] {cell.id}: {holder}", file=sys.stderr)
+            time.sleep(min(5.0, faults.stale_after_s() / 4))
         waiting = busy
     bar.close()
     if ctx.world > 1:
@@ -361,19 +546,92 @@ def _run_submitit(pending: list[Cell], overwrite: set[str], ctx: Context, launch
     return [record for job in jobs for record in (job.result() or [])]
 
 
+def _worker_main(conn: multiprocessing.connection.Connection, *args: object) -> None:
+    """A spawned worker: its records (or its error) go back through `conn`; a signal ends it quietly (the
+    main process prints the one line)."""
+    with _interruptible():
+        try:
+            conn.send(("records", _worker(*args)))  # type: ignore[arg-type]
+        except Interrupted as stop:
+            sys.exit(128 + stop.signum)
+        except Exception as exc:  # a SetupError, a full disk: the main process reports it
+            conn.send(("error", exc))
+
+
+def _held_by(pid: int | None, pending: list[Cell], ctx: Context) -> list[str]:
+    """The cells whose claim names `pid` on this host (a dead worker's, before anyone takes them over)."""
+    held = []
+    for cell in pending:
+        info = claim_info(claim_path(ctx.results, cell.experiment, ctx.scale, cell.id)) or {}
+        if (info.get("host"), info.get("pid")) == (socket.gethostname(), pid):
+            held.append(cell.id)
+    return held
+
+
 def _run_parallel(pending: list[Cell], overwrite: set[str], ctx: Context, workers: int) -> list[Record]:
-    """N worker processes over one store; the claims decide who trains which cell."""
+    """N worker processes over one store; the claims decide who trains which cell. A worker that dies
+    (OOM killer, SIGKILL) is reported in one line; the others take its cell over from its checkpoint."""
     free_cores = len(os.sched_getaffinity(0)) - round(os.getloadavg()[0])  # not busy with other processes
     threads = max(1, free_cores // workers)
     print(f"{workers} workers, {threads} torch thread(s) each", file=sys.stderr)
     started = time.time()
-    import multiprocessing
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_worker, pending, overwrite, ctx, threads, i, list(PLUGINS), started)
-            for i in range(workers)
-        ]
-        written = [record for f in futures for record in f.result()]
+    spawn = multiprocessing.get_context("spawn")
+    procs, conns = {}, {}
+    for i in range(workers):
+        conns[i], send = spawn.Pipe(duplex=False)
+        args = (send, pending, overwrite, ctx, threads, i, list(PLUGINS), started)
+        procs[i] = spawn.Process(target=_worker_main, args=args, name=f"cacim worker {i}")
+        procs[i].start()
+        send.close()
+    written: list[Record] = []
+    answered: set[int] = set()
+    failure: BaseException | None = None
+    live = set(procs)
+    try:
+        while live:
+            listening = [conns[i] for i in live if i not in answered] + [procs[i].sentinel for i in live]
+            multiprocessing.connection.wait(listening)
+            for i in sorted(live):
+                if i not in answered and conns[i].poll():
+                    answered.add(i)
+                    try:
+                        kind, payload = conns[i].recv()
+                    except EOFError:  # closed without an answer: it died
+                        continue
+                    if kind == "records":
+                        written += payload
+                    else:
+                        failure = failure or payload
+                if procs[i].is_alive():
+                    continue
+                procs[i].join()
+                live.discard(i)
+                code = procs[i].exitcode
+                if code != 0 and failure is None:
+                    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                    held = ", ".join(_held_by(procs[i].pid, pending, ctx)) or "no cell"
+                    then = "the other workers take it over" if live else "rerun to resume it"
+                    print(f"worker {i} (pid {procs[i].pid}) died ({how}) in {held}: {then}", file=sys.stderr)
+            if failure is not None:
+                break
+    finally:
+        _stop_workers([procs[i] for i in live])
+    if failure is not None:
+        raise failure
+    left = [c.id for c in pending if not record_path(ctx.results, c.experiment, ctx.scale, c.id).is_file()]
+    if left:
+        print(f"{len(left)} cell(s) left unfinished by dead workers: rerun to resume", file=sys.stderr)
+        raise SystemExit(1)
     print(f"{len(written)} cells in {time.time() - started:.0f} s", file=sys.stderr)
     return written
+
+
+def _stop_workers(procs: list[multiprocessing.Process]) -> None:
+    """SIGTERM: each worker lets its record write finish and releases its claims; SIGKILL after 60 s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()

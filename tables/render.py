@@ -175,6 +175,64 @@ def control_notes(frame: pd.DataFrame) -> list[str]:
     return out
 
 
+#: a cell whose seeds' accuracies range wider than this (pt) gets a diagnostic note under its table
+SPREAD_LIMIT = 3.0
+
+
+def spread_notes(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
+    """One diagnostic line per measured cell whose seeds spread over more than SPREAD_LIMIT: the per-seed
+    values, and for the seed farthest from the median whether its float model, its quantized start (PTQ,
+    before fine-tuning) or the fine-tune itself is off. A collapse is a training failure, not noise; the
+    cell's mean and CI include it, and the note says so."""
+    out, seen = [], set()
+    for row in spec.rows:
+        for col in spec.columns if row.match is not None else ():
+            base = next((m.removeprefix("gap_") for m in col.metrics if m.startswith("gap_")), None)
+            chosen = select(frame, {**row.match, **col.match}) if base else frame.iloc[0:0]
+            if base is None or chosen.empty or base not in chosen or f"ptq_{base}" not in chosen:
+                continue
+            values = per_seed(chosen, base, f"table cell ({row.label!r}, {col.header!r})")
+            key = (base, tuple(sorted(chosen["cell"])))
+            if len(values) < 2 or max(values.values()) - min(values.values()) <= SPREAD_LIMIT or key in seen:
+                continue
+            seen.add(key)
+            out.append(_spread_note(f"{row.label} [{col.header}]", base, chosen, values))
+    return out
+
+
+def _spread_note(where: str, base: str, chosen: pd.DataFrame, values: dict[int, float]) -> str:
+    mid = statistics.median(values.values())
+    worst = max(values, key=lambda s: abs(values[s] - mid))
+    rest = [v for s, v in values.items() if s != worst]
+    sign = 1.0 if values[worst] >= mid else -1.0  # which way the farthest seed is off
+    start, fp = per_seed(chosen, f"ptq_{base}"), per_seed(chosen, f"fp_{base}")
+    start_mid, fp_mid = statistics.median(start.values()), statistics.median(fp.values())
+    if (fp[worst] - fp_mid) * sign > SPREAD_LIMIT:
+        why = f"its float model is off the same way ({fp[worst]:.2f} vs median {fp_mid:.2f})"
+    elif (start[worst] - start_mid) * sign > SPREAD_LIMIT:
+        why = (
+            f"its quantized start is off the same way (before fine-tuning {start[worst]:.2f} vs median "
+            f"{start_mid:.2f}): the quantizer's initial fit at this seed"
+        )
+    elif len(rest) > 1 and abs(values[worst] - mid) < 2 * (max(rest) - min(rest)):
+        why = (
+            f"no single outlier (the other seeds range {max(rest) - min(rest):.2f} pt); every "
+            f"seed starts {fp_mid - start_mid:.1f} pt below its float model before fine-tuning (median "
+            f"{start_mid:.2f}), so the fine-tune's recovery sets where each ends"
+        )
+    else:
+        why = (
+            f"it started like the others (before fine-tuning {start[worst]:.2f} vs median {start_mid:.2f}) "
+            "and fine-tuning lost it: a training instability at this seed, not noise"
+        )
+    listing = ", ".join(f"s{s} {v:.2f}" for s, v in sorted(values.items()))
+    return (
+        f"Seed spread: {where} {base} ranges {max(values.values()) - min(values.values()):.2f} pt over "
+        f"{len(values)} seeds (> {SPREAD_LIMIT:g} pt): {listing}. Seed {worst} is farthest from the median "
+        f"{mid:.2f}: {why}. The cell's mean and CI include it."
+    )
+
+
 def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[str, Any]]:
     """Long form: one entry per (row, column, source) with the text to print and the numbers behind it."""
     reference = load_reference(
@@ -373,6 +431,7 @@ def render(
     notes = [*spec.notes, *seed_notes, *([r] if (r := resolution(cells, tests)) else [])]
     if not frame.empty:
         notes += control_notes(frame)
+        notes += spread_notes(spec, frame)
         notes += claim_lines(spec.claims, frame, margin, adjust, spec.unit)
         notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale

@@ -261,3 +261,51 @@ def test_gap_vs_control_is_the_seeds_control_minus_the_cell(tmp_path):
     # the store's validator names both files before any table sees them
     with pytest.raises(ValueError, match="float-s0-again.json: seed 0 of the same cell as float-s0.json"):
         with_control_gaps(load("table1", "smoke", tmp_path))
+
+
+def _seeded(tmp_path, method: str, top1: dict, ptq: dict, fp: dict) -> None:
+    for seed in top1:
+        metrics = {
+            "top1": Metric(top1[seed]),
+            "ptq_top1": Metric(ptq[seed]),
+            "fp_top1": Metric(fp[seed]),
+            "gap_top1": Metric(fp[seed] - top1[seed]),
+        }
+        write_record(tmp_path, make_record(f"{method}-s{seed}", seed=seed, method=method, metrics=metrics))
+
+
+def test_a_seed_spread_over_the_limit_gets_a_diagnostic_note(tmp_path):
+    """A cell whose seeds range more than SPREAD_LIMIT is named with its per-seed values and what the
+    farthest seed's float model / quantized start / fine-tune says; a tight cell gets no note."""
+    from benchmarks.results import load
+    from tables.render import SPREAD_LIMIT, spread_notes
+
+    fp = dict.fromkeys(range(4), 93.0)
+    _seeded(tmp_path, "collapse", {0: 89.5, 1: 90.4, 2: 18.2, 3: 89.2}, {0: 20, 1: 21, 2: 20.5, 3: 20}, fp)
+    _seeded(tmp_path, "badstart", {0: 89.5, 1: 90.4, 2: 80.0, 3: 89.2}, {0: 60, 1: 61, 2: 40, 3: 60}, fp)
+    _seeded(
+        tmp_path,
+        "badfloat",
+        {0: 89.5, 1: 90.4, 2: 80.0, 3: 89.2},
+        {0: 60, 1: 61, 2: 58, 3: 60},
+        {**fp, 2: 85.0},
+    )
+    _seeded(tmp_path, "broad", {0: 84.0, 1: 80.0, 2: 85.5, 3: 81.5}, {0: 14, 1: 15, 2: 16, 3: 14}, fp)
+    _seeded(tmp_path, "tight", {0: 89.5, 1: 90.4, 2: 88.0, 3: 89.2}, {0: 20, 1: 21, 2: 20.5, 3: 20}, fp)
+    methods = ("collapse", "badstart", "badfloat", "broad", "tight")
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="table1",
+        columns=(Column("Quan", ("top1",)), Column("Gap", ("gap_top1",))),
+        rows=tuple(Row(m, {"method": m}) for m in methods),
+    )
+    notes = {n.split()[2]: n for n in spread_notes(spec, load("table1", "smoke", tmp_path))}
+    assert set(notes) == {"collapse", "badstart", "badfloat", "broad"}  # one note each, not one per column
+    assert f"ranges {90.4 - 18.2:.2f} pt over 4 seeds (> {SPREAD_LIMIT:g} pt)" in notes["collapse"]
+    assert "s2 18.20" in notes["collapse"] and "fine-tuning lost it" in notes["collapse"]
+    assert "quantized start is off the same way (before fine-tuning 40.00" in notes["badstart"]
+    assert "float model is off the same way (85.00" in notes["badfloat"]
+    assert "no single outlier" in notes["broad"]
+    md = render(spec, "smoke", tmp_path, tmp_path / "out")[0].read_text()
+    assert md.count("- Seed spread: ") == 4

@@ -2,6 +2,7 @@
 
     prepare(cells, ctx)            check every input (data, weights, files) before the first cell trains
     finetune_and_evaluate(cell, ctx) -> Outcome | None   Algorithm 1 from the (cached) float model
+    discard(cell, ctx)             drop the cell's checkpoints, once the runner has made its record durable
 
 `torch_loop` runs classification cells (a `Recipe`), `mmengine` runs OpenMMLab cells (an `MMRecipe`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +20,9 @@ from typing import Protocol
 
 import torch
 
+from benchmarks import faults
 from benchmarks.experiments import Cell
-from benchmarks.results import Claim, Metric, SweepPoint
+from benchmarks.results import Claim, Metric, SweepPoint, claim_holder
 
 
 class SetupError(ValueError):
@@ -66,14 +69,21 @@ class Backend(Protocol):
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None: ...
 
+    def discard(self, cell: Cell, ctx: Context) -> None: ...
+
 
 def produce_once(path: Path, ctx: Context, produce: Callable[[], None], poll_s: float = 5.0) -> None:
     """Make a shared artefact (a float model) exactly once across the runs sharing a store: claim it and
     `produce()` it, or wait while another live run holds the claim (a dead run's claim is taken over)."""
+    told = False
+    claim_file = path.with_name(f".{path.name}.claim")
     while not path.is_file():
-        claim = Claim.take(path.with_name(f".{path.name}.claim")) if ctx.world == 1 else None
+        claim = Claim.take(claim_file) if ctx.world == 1 else None
         if claim is None and ctx.world == 1:
-            time.sleep(poll_s)
+            if not told:
+                print(f"waiting for float model {path.name}: {claim_holder(claim_file)}", file=sys.stderr)
+                told = True
+            time.sleep(min(poll_s, faults.stale_after_s() / 4))
             continue
         try:
             if not path.is_file():

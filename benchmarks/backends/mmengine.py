@@ -165,7 +165,7 @@ def _percent(recipe: MMRecipe, metrics: dict[str, float]) -> dict[str, float]:
 def _drop_checkpoints(work: Path) -> None:
     """A finished phase keeps its logs (mmengine's visualizer may still write there), not its weights."""
     for path in work.glob("*.pth"):
-        path.unlink()
+        path.unlink(missing_ok=True)
     (work / "last_checkpoint").unlink(missing_ok=True)
 
 
@@ -292,8 +292,11 @@ class MMEngine:
             metrics.update(gap_metrics(name, fp[name], result) if fp is not None else {name: result})
             metrics[f"{name}_clean"] = Metric(clean[name])
         refits = refit_counts(unwrap(runner.model))
-        _drop_checkpoints(work)
-        return Outcome(metrics, fingerprint, time.time() - start, resumed, refits)
+        return Outcome(metrics, fingerprint, time.time() - start, resumed, refits)  # checkpoints: `discard`
+
+    def discard(self, cell: Cell, ctx: Context) -> None:
+        """Drop a finished cell's checkpoints (its logs stay): called once its record is durable."""
+        _drop_checkpoints(work_dir(ctx.results, cell.experiment, ctx.scale, cell.id))
 
 
 BACKEND = MMEngine()

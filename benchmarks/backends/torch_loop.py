@@ -364,9 +364,12 @@ class TorchLoop:
             refit_counts(model),
             sweep,
         )
-        ckpt.unlink(missing_ok=True)
         _barrier(ctx)
-        return outcome
+        return outcome  # the checkpoint stays until the runner has made the record durable (`discard`)
+
+    def discard(self, cell: Cell, ctx: Context) -> None:
+        """Drop a finished cell's checkpoint: called once its record is durable."""
+        checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id).unlink(missing_ok=True)
 
     @staticmethod
     def _quantized(

@@ -1,0 +1,238 @@
+"""Fault injection on the store (benchmarks.faults): a kill or a full disk at the record write, a claim race,
+an unreadable or foreign claim, SIGTERM/SIGINT mid-cell, a dead worker, a forked library worker. Each test
+breaks a real CLI run at one point and checks what a rerun finds: nothing lost, nothing trained twice,
+nothing hung."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import runner
+from benchmarks.experiments import cells
+from benchmarks.results import Claim, checkpoint_path, claim_path, load_records, record_path
+
+ROOT = Path(__file__).resolve().parent.parent
+KILLTEST = ["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"]
+
+
+def _cli(args: list[str], results: Path, **env: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "run", *args, "--results", str(results), "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    err = proc.communicate(timeout=timeout)[1].decode()
+    return proc.returncode, err
+
+
+def _cell():
+    import cacim_test_plugin  # noqa: F401  (registers killtest)
+
+    (cell,) = cells("killtest", "smoke")
+    return cell
+
+
+def _trainings(log: Path) -> list[str]:
+    return log.read_text().split()[::2] if log.is_file() else []
+
+
+def test_kill_inside_the_record_write_loses_no_training(tmp_path):
+    """SIGKILL with the record's .tmp fsync'd but not renamed: no record, but the checkpoint is still there,
+    so the rerun resumes (no retraining), removes the dead writer's .tmp, and writes the record once."""
+    results, cell = tmp_path / "results", _cell()
+    code, err = _finish(_cli(KILLTEST, results, CACIM_FAULT="kill_in_record_write"))
+    assert code == -signal.SIGKILL, err[-2000:]
+    folder = record_path(results, "killtest", "smoke", cell.id).parent
+    assert list(folder.glob("*.json")) == [] and len(list(folder.glob(".*.tmp"))) == 1
+    assert checkpoint_path(results, "killtest", "smoke", cell.id).is_file()
+
+    code, err = _finish(_cli(KILLTEST, results))
+    assert code == 0, err[-2000:]
+    assert "removed 1 .tmp file(s)" in err
+    (record,) = load_records(results)
+    assert record.resumed and record.metrics["top1"].n == 2
+    assert (
+        list(folder.glob(".*.tmp")) == []
+        and not checkpoint_path(results, "killtest", "smoke", cell.id).exists()
+    )
+
+
+def test_full_disk_at_the_record_is_one_line_and_resumable(tmp_path):
+    """ENOSPC at the record's fsync: one line naming the fix, exit 2, no record, no .tmp, the checkpoint
+    kept; after space is freed the rerun resumes from it."""
+    results, cell = tmp_path / "results", _cell()
+    code, err = _finish(_cli(KILLTEST, results, CACIM_FAULT="enospc_record"))
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "no space left on the device" in last and "--results" in last and "Traceback" not in err
+    folder = record_path(results, "killtest", "smoke", cell.id).parent
+    assert list(folder.glob("*.json")) == [] and list(folder.glob(".*.tmp")) == []
+    assert checkpoint_path(results, "killtest", "smoke", cell.id).is_file()
+    assert not claim_path(results, "killtest", "smoke", cell.id).exists()  # released on the way out
+
+    code, err = _finish(_cli(KILLTEST, results))
+    assert code == 0, err[-2000:]
+    (record,) = load_records(results)
+    assert record.resumed
+
+
+def test_a_cell_finished_between_check_and_claim_is_not_trained_again(tmp_path):
+    """Run A finds the record missing and is held before its claim; run B trains the cell and writes it;
+    A then claims, sees the record, and neither trains nor fails (it used to train it a second time and
+    stop with 'already holds a finished result')."""
+    results, cell, log, gate = tmp_path / "results", _cell(), tmp_path / "trained", tmp_path / "gate"
+    a = _cli(KILLTEST, results, CACIM_CLAIM_GATE=str(gate), CACIM_TRAIN_LOG=str(log))
+    deadline = time.time() + 120
+    while not Path(f"{gate}.waiting").exists() and a.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert Path(f"{gate}.waiting").exists(), _finish(a)[1][-2000:]
+    code_b, err_b = _finish(_cli(KILLTEST, results, CACIM_TRAIN_LOG=str(log)))
+    assert code_b == 0, err_b[-2000:]
+    gate.touch()
+    code_a, err_a = _finish(a)
+    assert code_a == 0, err_a[-2000:]
+    assert _trainings(log) == [cell.id]  # trained once, by B
+    assert "already holds" not in err_a
+    (record,) = load_records(results)
+    assert record.cell == cell.id
+
+
+def test_an_unreadable_stale_claim_is_taken_over(tmp_path):
+    """A run killed between creating its claim and writing it leaves a 0-byte claim: once it is older than
+    the heartbeat timeout the next run takes it over (it used to wait forever in silence)."""
+    results, cell = tmp_path / "results", _cell()
+    claim = claim_path(results, "killtest", "smoke", cell.id)
+    claim.parent.mkdir(parents=True)
+    claim.touch()
+    old = time.time() - 3600
+    os.utime(claim, (old, old))
+    code, err = _finish(_cli(KILLTEST, results), timeout=300)
+    assert code == 0, err[-2000:]
+    assert len(load_records(results)) == 1 and not claim.exists()
+
+
+def test_claims_unit_fresh_unreadable_is_live_stale_is_taken(tmp_path):
+    path = tmp_path / "c.json"
+    path.touch()  # being written right now
+    assert Claim.take(path, stale_after=60) is None
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    claim = Claim.take(path, stale_after=60)
+    assert claim is not None and json.loads(path.read_text())["pid"] == os.getpid()
+    claim.release()
+    assert not path.exists()
+
+
+def test_a_waiting_run_says_who_holds_the_cell_and_takes_a_dead_heartbeat_over(tmp_path):
+    """A claim from another host whose heartbeat stops once the run has planned: the waiting run names its
+    holder and when it takes it over, then does so after the heartbeat timeout (5 s here)."""
+    results, cell = tmp_path / "results", _cell()
+    claim = claim_path(results, "killtest", "smoke", cell.id)
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00Z"}))
+    stop = threading.Event()
+
+    def beat() -> None:  # the other host's heartbeat, until the run has planned its cells
+        while not stop.wait(0.5):
+            os.utime(claim)
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    proc = _cli(KILLTEST, results, CACIM_STALE_AFTER_S="5")
+    lines = []
+    for line in iter(proc.stderr.readline, b""):
+        lines.append(line.decode())
+        if "to run" in lines[-1]:
+            break
+    stop.set()
+    beating.join()
+    code, err = _finish(proc)
+    err = "".join(lines) + err
+    assert code == 0, err[-2000:]
+    waiting = [line for line in err.splitlines() if line.startswith("waiting for killtest [smoke]")]
+    assert (
+        len(waiting) == 1
+        and "held by host elsewhere pid 1" in waiting[0]
+        and "taking it over at" in waiting[0]
+    ), err[-2000:]
+    assert len(load_records(results)) == 1
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_stop_with_one_line_and_release_the_claim(tmp_path, sig, code):
+    results, cell = tmp_path / "results", _cell()
+    claim = claim_path(results, "killtest", "smoke", cell.id)
+    proc = _cli(KILLTEST, results, CACIM_FAULT="pause_in_training")
+    deadline = time.time() + 120
+    while not claim.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert claim.exists(), _finish(proc)[1][-2000:]
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    rc, err = _finish(proc, timeout=60)
+    assert rc == code, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted by {signal.Signals(sig).name}: 0 of 1 cells done, rerun to resume"
+    )
+    assert "Traceback" not in err and not claim.exists()
+
+
+def test_a_dead_worker_is_reported_and_its_cell_taken_over(tmp_path):
+    """--workers 2, and the first worker to start a cell is SIGKILLed: the run names it, the other worker
+    trains that cell too, and every record is written once."""
+    results, log = tmp_path / "results", tmp_path / "trained"
+    args = ["table1", "--scale", "smoke", "--methods", "uniform", "--workers", "2"]
+    env = {
+        "CACIM_FAULT": "kill_in_training",
+        "CACIM_FAULT_ONCE": str(tmp_path / "once"),
+        "CACIM_TRAIN_LOG": str(log),
+    }
+    code, err = _finish(_cli(args, results, **env), timeout=600)
+    assert code == 0, err[-2000:]
+    died = [line for line in err.splitlines() if " died (signal SIGKILL) in " in line]
+    assert len(died) == 1 and "the other workers take it over" in died[0], err[-2000:]
+    expected = sorted(c.id for c in cells("table1", "smoke", ["uniform"]))
+    assert sorted(r.cell for r in load_records(results)) == expected
+    killed = died[0].split(" in ")[1].split(":")[0]
+    assert killed in expected and _trainings(log).count(killed) == 2  # the dead one's try, then the takeover
+
+
+def test_a_forked_child_of_a_run_dies_on_sigterm():
+    """mmdet's eval_map forks a Pool inside a cell and its terminate() SIGTERMs and joins the workers: a
+    forked child must die on SIGTERM as it would without our handlers (it used to hang Table 4's run)."""
+    with runner._interruptible():
+        pid = os.fork()
+        if pid == 0:  # the child: an exception (our Interrupted) exits 3, a default SIGTERM kills it
+            try:
+                time.sleep(30)
+            except BaseException:
+                os._exit(3)
+            os._exit(0)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_store_that_cannot_be_written_is_one_line_before_training(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["run", "table1", "--scale", "smoke", "--results", str(blocker), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file: pass a folder" in err[0]
+    assert not list(tmp_path.glob("*/"))  # nothing created
