@@ -13,6 +13,7 @@ dead worker is reported and the other workers take its cell over.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import hashlib
@@ -184,8 +185,44 @@ def load_plugin(name: str) -> None:
         module = registry.load_plugin(name)
     except ImportError as exc:
         raise SetupError(str(exc)) from exc
-    digest = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
-    PLUGINS[str(Path(module.__file__).resolve())] = digest
+    PLUGINS[str(Path(module.__file__).resolve())] = module_tree_hash(Path(module.__file__))
+
+
+def module_tree_hash(path: Path) -> str:
+    """sha256 of a plugin file and of every module it imports from its own folder, transitively: editing a
+    helper module the plugin imports changes the hash (records made before it become stale)."""
+    path, root = path.resolve(), path.resolve().parent
+    seen: dict[Path, bytes] = {}
+    todo = [path]
+    while todo:
+        here = todo.pop()
+        if here in seen or not here.is_file():
+            continue
+        seen[here] = here.read_bytes()
+        try:
+            tree = ast.parse(seen[here])
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [(a.name, 0) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "", node.level)] + [
+                    (f"{node.module}.{a.name}" if node.module else a.name, node.level) for a in node.names
+                ]
+            else:
+                continue
+            for dotted, level in names:
+                base = here.parent if level else root
+                for _ in range(max(level - 1, 0)):
+                    base = base.parent
+                stem = base.joinpath(*dotted.split(".")) if dotted else base
+                todo += [stem.with_suffix(".py"), stem / "__init__.py"]
+    digest = hashlib.sha256()
+    for file in sorted(seen):
+        digest.update(str(file.relative_to(root) if file.is_relative_to(root) else file).encode())
+        digest.update(seen[file])
+    return digest.hexdigest()[:12]
 
 
 def source_hash(method: str) -> str:
@@ -193,8 +230,11 @@ def source_hash(method: str) -> str:
     control arm, which has no quantizer (its code is the train loop's, stamped by code_version)."""
     if method == CONTROL:
         return ""
-    cls = QUANTIZERS.get(method)
-    return hashlib.sha256(inspect.getsource(sys.modules[cls.__module__]).encode()).hexdigest()[:12]
+    module = sys.modules[QUANTIZERS.get(method).__module__]
+    file = Path(module.__file__ or "").resolve()
+    if not file.is_relative_to(Path(registry.__file__).resolve().parent):  # a plugin's: its module tree
+        return module_tree_hash(file)
+    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
 
 
 def init_distributed(ctx: Context) -> None:

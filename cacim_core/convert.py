@@ -67,6 +67,7 @@ class QuantConfig:
     fold_bn: bool = False
 
     def __post_init__(self) -> None:
+        quantizers.base.check_levels_arg(self.levels, "QuantConfig.levels")
         if self.first_last not in FIRST_LAST:
             raise ValueError(f"first_last must be one of {FIRST_LAST}, got {self.first_last!r}")
         if self.projection not in ("ratio", "cosine"):
@@ -227,7 +228,7 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
             quantizer, noise = quantizers.build("uniform_maxabs", levels=255), None
         weight = module.weight.detach()
         quantizer.to(device=weight.device, dtype=weight.dtype)
-        quantizer.fit(weight)
+        quantizers.base.fit_checked(quantizer, weight, name)
         param = QuantizedWeight(quantizer, noise, config, analog)
         parametrize.register_parametrization(module, "weight", param)
         if analog and config.bias_range_match and module.bias is not None:

@@ -122,8 +122,8 @@ def noisy_evaluate(
     noise (and its legacy sugar delta/mean/noise_fn) as in `weight_noise`, parsed once here. Without any
     active noise every draw is identical, so the metric is computed once (std 0, n 1).
     """
-    if draws < 1:
-        raise ValueError(f"draws must be >= 1, got {draws}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1 (programmed chips), got {draws!r}")
     replace, replacement = resolve(noise, delta, mean, noise_fn)
     if replace:
         noisy = replacement is not None

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .convert import float_weight, quantized_layers
+from .quantizers.base import fit_checked
 
 
 def projection_terms(wq: Tensor, w: Tensor) -> Tensor:
@@ -55,7 +56,8 @@ def refit_check(model: nn.Module, threshold: float | None = None) -> int:
     tested = [
         (name, module, p, p.refit_threshold if threshold is None else threshold)
         for name, module, p in layers
-        if p.quantizer.kind == "fitted" and p.quantizer.refit_by_projection
+        if p.quantizer.kind == "fitted"
+        and p.quantizer.refit_by_projection
         and (p.refit_threshold if threshold is None else threshold) is not None
     ]
     if not tested:
@@ -76,7 +78,7 @@ def refit_check(model: nn.Module, threshold: float | None = None) -> int:
                 f"layer {name!r} has NaN or inf weights: lower the learning rate or clip gradients"
             )
         if fail:
-            p.quantizer.fit(float_weight(module))
+            fit_checked(p.quantizer, float_weight(module), name)
             p.refits += 1
             count += 1
     return count

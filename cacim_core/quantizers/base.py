@@ -52,8 +52,7 @@ class Quantizer(nn.Module):
 
     def __init__(self, levels: int) -> None:
         super().__init__()
-        if levels < 2:
-            raise ValueError(f"levels must be >= 2, got {levels}")
+        check_levels_arg(levels)
         self.num_levels = int(levels)
         #: the number of levels the method really has (APoT's "4 levels" are 3); tables print this one
         self.effective_levels = int(levels)
@@ -183,6 +182,35 @@ def check_weights(w: Tensor) -> None:
         raise ValueError(
             "weights contain NaN or inf: fix the model (check the learning rate) before quantizing"
         )
+
+
+def check_levels_arg(levels: object, what: str = "levels") -> None:
+    """`levels` is an int >= 2 (3.5 must not silently become 3, nor "4" fail deep inside a fit)."""
+    if isinstance(levels, bool) or not isinstance(levels, int):
+        raise TypeError(f"{what} must be an int >= 2, got {levels!r} ({type(levels).__name__})")
+    if levels < 2:
+        raise ValueError(f"{what} must be >= 2, got {levels}")
+
+
+def fit_checked(quantizer: Quantizer, w: Tensor, name: str = "") -> None:
+    """`quantizer.fit(w)`, then its contract: exactly `effective_levels` finite, sorted levels (per channel
+    for a per-channel quantizer: one row each) (a plugin
+    whose fit set 5 levels where 3 were asked would otherwise run, and its records say 3)."""
+    quantizer.fit(w)
+    levels = quantizer.levels.detach()
+    where = f" on layer {name!r}" if name else ""
+    kind = type(quantizer).__name__
+    if levels.dim() not in (1, 2) or levels.shape[-1] != quantizer.effective_levels:  # 2-D: per channel
+        raise ValueError(
+            f"{kind}.fit{where} set {levels.shape[-1] if levels.dim() else 0} levels (shape "
+            f"{tuple(levels.shape)}) where "
+            f"{quantizer.effective_levels} were asked: fit must give exactly that many (a method with fewer "
+            "distinct levels declares it in effective_levels, as APoT does)"
+        )
+    if not torch.isfinite(levels).all():
+        raise ValueError(f"{kind}.fit{where} set non-finite levels {levels.tolist()}: fix its fit")
+    if levels.shape[-1] > 1 and not bool((levels[..., 1:] >= levels[..., :-1]).all()):
+        raise ValueError(f"{kind}.fit{where} set unsorted levels {levels.tolist()}: set_levels sorts them")
 
 
 def _check_quantizer(cls: object) -> None:

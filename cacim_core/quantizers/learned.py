@@ -32,7 +32,11 @@ class LQNet(Quantizer):
     refit_by_projection = False
 
     def __init__(
-        self, levels: int, ridge: float = 1e-4, momentum: float = 0.9, per_channel: bool = True,
+        self,
+        levels: int,
+        ridge: float = 1e-4,
+        momentum: float = 0.9,
+        per_channel: bool = True,
         init: str = "official",
     ) -> None:
         bits = round(math.log2(levels))
