@@ -1,7 +1,15 @@
 """cacim_core: generalized (Lloyd) weight quantization and noise-aware training for analog CIM."""
 
 from . import measured, noise, pcm, quantizers  # importing registers the noise models
-from .convert import QuantConfig, QuantizedWeight, export, float_weight, quantize_model, quantized_layers
+from .convert import (
+    QuantConfig,
+    QuantizedWeight,
+    export,
+    float_weight,
+    load_float,
+    quantize_model,
+    quantized_layers,
+)
 from .evaluate import NoisyResult, noisy_evaluate, weight_noise
 from .training import projection, refit_check, refit_counts
 
@@ -13,6 +21,7 @@ __all__ = [
     "measured",
     "noise",
     "float_weight",
+    "load_float",
     "noisy_evaluate",
     "pcm",
     "projection",

@@ -119,6 +119,14 @@ class QuantizedWeight(nn.Module):
         self.projection = config.projection
         self.register_buffer("refits", torch.zeros((), dtype=torch.long))
         self.eval_noise: tuple[NoiseModel | None, torch.Generator | None] | None = None
+        #: what a checkpoint of this layer must have been quantized with: kept in the state_dict's metadata
+        #: (no extra key, so EMA helpers that average every state_dict tensor are unaffected)
+        self.method = config.method if analog else "uniform_maxabs"
+        self.register_state_dict_post_hook(_stamp)
+        self.register_load_state_dict_pre_hook(_check_stamp)
+
+    def stamp(self) -> dict:
+        return {"method": self.method, "levels": self.quantizer.num_levels}
 
     def forward(self, w: Tensor) -> Tensor:
         return self.perturb(self.quantizer(w))
@@ -147,6 +155,27 @@ class QuantizedWeight(nn.Module):
             return self.quantizer.quantize(w)
         finally:
             self.quantizer.train(was_training)
+
+
+def _stamp(module: QuantizedWeight, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    local_metadata["cacim"] = module.stamp()
+
+
+def _check_stamp(
+    module: QuantizedWeight, state_dict: dict, prefix: str, local_metadata: dict, *_: object
+) -> None:
+    """A checkpoint of another method or level count would load silently (same buffer shapes, e.g. lloyd
+    4L into uniform 4L): refuse it, naming both. Checkpoints without the stamp load as before."""
+    theirs, mine = local_metadata.get("cacim"), module.stamp()
+    if theirs is not None and (theirs.get("method"), theirs.get("levels")) != (
+        mine["method"],
+        mine["levels"],
+    ):
+        raise ValueError(
+            f"checkpoint quantized with {theirs.get('method')} at {theirs.get('levels')} levels, this "
+            f"model with {mine['method']} at {mine['levels']}: build the model with the checkpoint's "
+            "QuantConfig (or load a float checkpoint with cacim_core.load_float)"
+        )
 
 
 class BiasColumn(nn.Module):
@@ -258,9 +287,47 @@ def float_weight(module: nn.Module) -> Tensor:
 
 
 @torch.no_grad()
+def load_float(model: nn.Module, state_dict: dict[str, Tensor], strict: bool = True) -> nn.Module:
+    """Load a float model's state_dict (plain `x.weight` keys) into a quantized model: the float weights go
+    behind the parametrizations and every quantizer is fitted on them again, as `quantize_model` would.
+    (`model.load_state_dict(float_state, strict=False)` would leave every quantized layer at its init.)"""
+    plain = {n for n, _, _ in quantized_layers(model)}
+    mapped = {}
+    for key, value in state_dict.items():
+        layer, _, tensor = key.rpartition(".")
+        if layer in plain and tensor in ("weight", "bias"):
+            module = model.get_submodule(layer)
+            if parametrize.is_parametrized(module, tensor):
+                key = f"{layer}.parametrizations.{tensor}.original"
+        mapped[key] = value
+    if any(".parametrizations." in k and not k.endswith(".original") for k in state_dict):
+        raise ValueError("load_float takes a float checkpoint; this one is quantized: use load_state_dict")
+    own = model.state_dict()
+    quantizer_state = {
+        k: v for k, v in own.items() if ".parametrizations." in k and not k.endswith(".original")
+    }
+    model.load_state_dict({**quantizer_state, **mapped}, strict=strict)
+    for name, module, p in quantized_layers(model):
+        quantizers.base.fit_checked(p.quantizer, float_weight(module), name)
+        p.refits.zero_()
+    return model
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized module a class of its own. torch.nn.utils.parametrize makes one class per
+    module, but copy.deepcopy (and AveragedModel, EMA) shares it between the copies, and removing a
+    parametrization deletes its property from that class: export() of a copy broke the original."""
+    cls = module.__class__
+    body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+
+
+@torch.no_grad()
 def export(model: nn.Module) -> nn.Module:
-    """Replace every parametrization by a plain weight holding the noise-free quantized values (in place)."""
+    """Replace every parametrization by a plain weight holding the noise-free quantized values (in place;
+    copies of the model, an EMA's included, are left as they are)."""
     for _, module, p in quantized_layers(model):
+        _own_class(module)
         wq = p.clean(float_weight(module))
         if parametrize.is_parametrized(module, "bias"):
             bq = module.parametrizations.bias[0].clean(module.parametrizations.bias.original)

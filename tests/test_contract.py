@@ -130,3 +130,11 @@ def test_a_plugins_record_hash_covers_the_helpers_it_imports(tmp_path, monkeypat
     third = runner.source_hash("contract_tree")
     assert len({first, second, third}) == 3
     assert runner.PLUGINS[str(plugin.resolve())] == first  # taken at load: the tree the run imported
+
+
+def test_a_layer_with_fewer_distinct_weights_than_levels_may_have_fewer_levels():
+    """A zero-initialised layer (a DCN's conv_offset) has one distinct weight: Lloyd's one level is not a
+    broken contract; five levels from a 3-level request on real weights still is (above)."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    nn.init.zeros_(model[0].weight)
+    quantize_model(model, QuantConfig(method="lloyd", levels=4))

@@ -193,19 +193,20 @@ def check_levels_arg(levels: object, what: str = "levels") -> None:
 
 
 def fit_checked(quantizer: Quantizer, w: Tensor, name: str = "") -> None:
-    """`quantizer.fit(w)`, then its contract: exactly `effective_levels` finite, sorted levels (per channel
-    for a per-channel quantizer: one row each) (a plugin
-    whose fit set 5 levels where 3 were asked would otherwise run, and its records say 3)."""
+    """`quantizer.fit(w)`, then its contract: exactly `effective_levels` finite, sorted levels (one row per
+    channel for a per-channel quantizer), or as many as the weights have distinct values when that is
+    fewer (a zero-initialised layer, e.g. a DCN's conv_offset). A plugin whose fit set 5 levels where 3
+    were asked would otherwise run, and its records say 3."""
     quantizer.fit(w)
     levels = quantizer.levels.detach()
     where = f" on layer {name!r}" if name else ""
     kind = type(quantizer).__name__
-    if levels.dim() not in (1, 2) or levels.shape[-1] != quantizer.effective_levels:  # 2-D: per channel
+    asked, got = quantizer.effective_levels, levels.shape[-1] if levels.dim() else 0
+    if levels.dim() not in (1, 2) or (got != asked and not (got < asked and got >= w.unique().numel())):
         raise ValueError(
-            f"{kind}.fit{where} set {levels.shape[-1] if levels.dim() else 0} levels (shape "
-            f"{tuple(levels.shape)}) where "
-            f"{quantizer.effective_levels} were asked: fit must give exactly that many (a method with fewer "
-            "distinct levels declares it in effective_levels, as APoT does)"
+            f"{kind}.fit{where} set {got} levels (shape {tuple(levels.shape)}) where {asked} were asked: "
+            "fit must give exactly that many (a method with fewer distinct levels declares it in "
+            "effective_levels, as APoT does)"
         )
     if not torch.isfinite(levels).all():
         raise ValueError(f"{kind}.fit{where} set non-finite levels {levels.tolist()}: fix its fit")

@@ -1,0 +1,67 @@
+"""cacim_core inside someone else's training script: copies (deepcopy, an EMA's AveragedModel) survive an
+export of the other, float checkpoints load into a quantized model (and are fitted), and a checkpoint of
+another method or level count is refused by name instead of loading silently."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from cacim_core import QuantConfig, export, float_weight, load_float, quantize_model, quantized_layers
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)
+    ).eval()
+
+
+X = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("copier", ["deepcopy", "ema"])
+def test_export_of_a_copy_leaves_the_original_working(copier):
+    """It used to raise AttributeError ('ParametrizedConv2d' has no 'weight') at the original's next
+    forward: the copies shared the parametrized class, and export edited it."""
+    model = quantize_model(_net(), QuantConfig(levels=3)).eval()
+    before = model(X)
+    other = copy.deepcopy(model) if copier == "deepcopy" else AveragedModel(model).module
+    exported = export(other)
+    assert torch.allclose(exported(X), before, atol=1e-6)
+    assert torch.equal(model(X), before) and len(quantized_layers(model)) == 2
+    assert not quantized_layers(exported)
+
+
+def test_a_float_checkpoint_loads_into_a_quantized_model_and_is_fitted():
+    """load_float puts the float weights behind the parametrizations and fits each quantizer on them: the
+    model equals quantize_model of the float model itself (load_state_dict(strict=False) left every
+    quantized layer at its random init)."""
+    trained = _net(seed=0)
+    config = QuantConfig(method="lloyd", levels=4)
+    expected = quantize_model(copy.deepcopy(trained), config).eval()
+    model = quantize_model(_net(seed=7), config).eval()  # the script builds its model from another init
+    assert not torch.allclose(model(X), expected(X))
+    load_float(model, trained.state_dict())
+    for (_, mine, p), (_, ref, q) in zip(quantized_layers(model), quantized_layers(expected), strict=True):
+        assert torch.equal(float_weight(mine), float_weight(ref))
+        assert torch.equal(p.quantizer.levels, q.quantizer.levels) and int(p.refits) == 0
+    assert torch.allclose(model(X), expected(X), atol=1e-6)
+    with pytest.raises(ValueError, match="this one is quantized: use load_state_dict"):
+        load_float(model, expected.state_dict())
+
+
+def test_a_checkpoint_of_another_method_or_level_count_is_refused_by_name():
+    lloyd4 = quantize_model(_net(), QuantConfig(method="lloyd", levels=4))
+    uniform4 = quantize_model(_net(), QuantConfig(method="uniform", levels=4))  # same buffer shapes
+    with pytest.raises(ValueError, match="quantized with lloyd at 4 levels, this model with uniform at 4"):
+        uniform4.load_state_dict(lloyd4.state_dict())
+    same = quantize_model(_net(seed=3), QuantConfig(method="lloyd", levels=4)).eval()
+    same.load_state_dict(lloyd4.state_dict())
+    assert torch.equal(same(X), lloyd4.eval()(X))
+    # a checkpoint saved before layers were stamped with their method still loads, strictly
+    old = lloyd4.state_dict()
+    old._metadata = {k: {kk: vv for kk, vv in m.items() if kk != "cacim"} for k, m in old._metadata.items()}
+    quantize_model(_net(seed=3), QuantConfig(method="lloyd", levels=4)).load_state_dict(old)
