@@ -47,8 +47,9 @@ def test_smoke_table_runs_renders_and_skips_finished(table, tmp_path, capsys):
     assert f"{len(records)} already finished, 0 stale, 0 to run" in capsys.readouterr().err
 
 
-def _run_cli(args: list[str], results: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+def _run_cli(args: list[str], results: Path, **env: str) -> subprocess.Popen:
+    """`benchmarks run` in a subprocess (extra environment variables: benchmarks.faults' hooks)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **env}
     return subprocess.Popen(
         [sys.executable, "-m", "benchmarks", "run", *args, "--results", str(results), "--no-progress"],
         cwd=ROOT,

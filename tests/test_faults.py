@@ -7,30 +7,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from test_bench_runner import _run_cli as _cli
 
 from benchmarks import runner
 from benchmarks.experiments import cells
 from benchmarks.results import Claim, checkpoint_path, claim_path, load_records, record_path
 
-ROOT = Path(__file__).resolve().parent.parent
 KILLTEST = ["killtest", "--scale", "smoke", "--plugin", "cacim_test_plugin"]
-
-
-def _cli(args: list[str], results: Path, **env: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **env}
-    return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks", "run", *args, "--results", str(results), "--no-progress"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
