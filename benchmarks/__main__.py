@@ -7,6 +7,7 @@ python -m benchmarks list table4 --scale smoke
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from benchmarks.data import DatasetError
@@ -26,6 +27,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--results", default="results", help="results store root (default: results)")
     p.add_argument("--seeds", default="", help="comma-separated training seeds (default: the scale's)")
+
+
+SEED_RANGE = 2**32  # numpy's generators take seeds in [0, 2**32)
+
+
+def parse_seeds(text: str) -> list[int] | None:
+    """`--seeds 0,1,2` of every subcommand: distinct integers in [0, 2**32); None (the scale's) when empty."""
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    if not all(re.fullmatch(r"[+-]?[0-9]+", s) for s in parts):
+        raise ValueError(f"--seeds takes comma-separated integers (0,1,2), got: {text}")
+    seeds = [int(s) for s in parts]
+    if any(not 0 <= s < SEED_RANGE for s in seeds):
+        raise ValueError(f"--seeds must lie in 0..{SEED_RANGE - 1}, got: {text}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"--seeds lists {', '.join(map(str, twice))} twice: give each seed once")
+    return seeds or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import runner  # imports torch and cacim_core: after argument errors are reported
 
     try:
-        if not all(s.strip().isdigit() for s in args.seeds.split(",") if s):
-            raise ValueError(f"--seeds takes comma-separated integers (0,1,2), got: {args.seeds}")
-        seeds = [int(s) for s in args.seeds.split(",") if s] or None
+        seeds = parse_seeds(args.seeds)
         for plugin in args.plugin:
             runner.load_plugin(plugin)
         if args.command == "plan":
             from benchmarks.plan import bill, render
+
+            if args.gpus < 1:
+                raise ValueError(f"--gpus must be >= 1 (GPUs the cells run on at once), got {args.gpus}")
+            runner.check_data(args.data)
 
             costs = bill(args.experiment, args.scale, args.results, args.data, methods, seeds)
             print(render(costs, args.experiment, args.scale, args.gpus), end="")
@@ -105,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.workers < 1:
             raise runner.SetupError(f"--workers must be >= 1, got {args.workers}")
+        if args.gpus_per_cell < 1:
+            raise runner.SetupError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}")
+        if args.time <= 0:
+            raise runner.SetupError(f"--time must be > 0 minutes per job, got {args.time}")
         runner.run(
             args.experiment,
             args.scale,
@@ -134,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.compare import compare, to_frame, to_markdown
+    from benchmarks.compare import check_experiment, compare, to_frame, to_markdown
     from benchmarks.results import atomic_write, load
 
     try:
+        check_experiment(args.experiment, args.scale, args.results)
         frame = load(args.experiment, args.scale, args.results)
         against = [m for m in args.against.split(",") if m]
         found = compare(frame, args.method, against, args.metric, args.margin, not args.no_adjust)

@@ -61,6 +61,29 @@ def primary_metric(frame: pd.DataFrame) -> str:
     return sorted(gaps)[0]
 
 
+def metrics(frame: pd.DataFrame) -> list[str]:
+    """The records' metric names (each has its `_std` and `_n` columns; cell fields such as seed do not)."""
+    return sorted(c for c in frame.columns if f"{c}_std" in frame and f"{c}_n" in frame)
+
+
+def check_experiment(experiment: str, scale: str, root: str | Path) -> None:
+    """A table to compare must be registered or have records in the store (a plugin's, compare has no
+    --plugin); else one line listing both."""
+    from benchmarks.experiments import EXPERIMENTS, cells
+
+    stored = sorted(p.name for p in Path(root).glob("*") if p.is_dir() and p.name[0] not in "._")
+    if experiment in stored:
+        return
+    try:
+        cells(experiment, scale)
+    except KeyError:
+        known = sorted(set(EXPERIMENTS.names()) | set(stored))
+        raise ValueError(
+            f"unknown table/experiment {experiment!r}: neither registered nor in {root}; known: "
+            f"{', '.join(known)}"
+        ) from None
+
+
 def _by_column(frame: pd.DataFrame, method: str, metric: str) -> dict[tuple, dict[int, float]]:
     """(column fields) -> {seed: gap} for one method (one cell per column and seed, else an error)."""
     rows = frame[(frame["method"] == method) & frame[metric].notna()]
@@ -92,9 +115,11 @@ def compare(
             "the missing cells)"
         )
     metric = metric or primary_metric(frame)
-    if metric not in frame:
-        gaps = sorted(c for c in frame.columns if c.startswith("gap_") and not c.endswith(("_std", "_n")))
-        raise ValueError(f"no metric {metric!r} in these records; known gaps: {', '.join(gaps)}")
+    measured = metrics(frame)
+    if metric not in measured:
+        raise ValueError(
+            f"--metric {metric}: not measured in these records; the store has: {', '.join(measured)}"
+        )
     margin = margin_for(metric) if margin is None else margin
     mine = _by_column(frame, method, metric)
     pairs: list[tuple[dict[str, object], str, PairedTest]] = []

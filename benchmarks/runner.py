@@ -179,6 +179,18 @@ def check_store(root: Path) -> None:
         raise error from None
 
 
+def check_data(data: str | Path | None) -> Path | None:
+    """`--data` must name an existing folder: checked before any work, whether or not the table reads it."""
+    if not data:
+        return None
+    root = Path(data)
+    if not root.exists():
+        raise SetupError(f"--data {data}: no such folder (pass the dataset root; README)")
+    if not root.is_dir():
+        raise SetupError(f"--data {data}: not a folder (pass the dataset root, not a file; README)")
+    return root
+
+
 def load_plugin(name: str) -> None:
     """Import a user module by name or file path (`cacim_core.registry.load_plugin`); remember its source."""
     try:
@@ -344,7 +356,7 @@ def run(
         raise SetupError(str(exc).strip("'\"")) from exc
     if not todo:
         raise SetupError(f"no cell of {experiment} uses methods {methods}")
-    data_root = Path(data) if data else None
+    data_root = check_data(data)
     if weights is None and data_root is not None and scale == "paper":
         weights = data_root / "weights"
     if device == "cuda" and not torch.cuda.is_available():

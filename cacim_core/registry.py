@@ -68,19 +68,43 @@ class Registry(Generic[T]):
 
 def load_plugin(name: str) -> ModuleType:
     """Import a user module by name (the working directory is importable) or by .py file path: its
-    decorators register what it defines. ImportError (one line) names the two accepted forms."""
+    decorators register what it defines. One-line ImportError: a plugin not found names the two accepted
+    forms; one that fails while it runs (a SyntaxError, any exception) names the error and its line."""
     path = Path(name)
+    by_file = name.endswith(".py") or path.is_file()
+    if by_file and not path.is_file():
+        raise ImportError(
+            f"cannot import plugin {name!r} (no such file {name}): pass a module name or a .py file"
+        )
     try:
-        if name.endswith(".py") or path.is_file():
-            if not path.is_file():
-                raise ImportError(f"no such file {name}")
+        if by_file:
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
             sys.modules[path.stem] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            try:
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+            except BaseException:
+                del sys.modules[path.stem]  # a half-run module must not be found by a later import
+                raise
             return module
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         return importlib.import_module(name)
-    except ImportError as exc:
-        raise ImportError(f"cannot import plugin {name!r} ({exc}): pass a module name or a .py file") from exc
+    except ModuleNotFoundError as exc:
+        if not by_file and exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ImportError(
+                f"cannot import plugin {name!r} ({exc}): pass a module name or a .py file"
+            ) from exc
+        raise ImportError(f"cannot load plugin {name}: {_failure(exc)}; fix the file") from exc
+    except SyntaxError as exc:
+        where = "" if exc.filename and Path(exc.filename).name == path.name else f"{exc.filename} "
+        message = f"SyntaxError at {where}line {exc.lineno}: {exc.msg}"
+        raise ImportError(f"cannot load plugin {name}: {message}; fix the file") from exc
+    except Exception as exc:
+        raise ImportError(f"cannot load plugin {name}: {_failure(exc)}; fix the file") from exc
+
+
+def _failure(exc: BaseException) -> str:
+    """`Type: message` on one line (the message's whitespace, newlines included, collapsed)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
