@@ -4,11 +4,13 @@ from . import measured, noise, pcm, quantizers  # importing registers the noise 
 from .convert import (
     QuantConfig,
     QuantizedWeight,
+    coverage,
     export,
     float_weight,
     load_float,
     quantize_model,
     quantized_layers,
+    summary,
 )
 from .evaluate import NoisyResult, noisy_evaluate, weight_noise
 from .training import projection, refit_check, refit_counts
@@ -17,6 +19,7 @@ __all__ = [
     "NoisyResult",
     "QuantConfig",
     "QuantizedWeight",
+    "coverage",
     "export",
     "measured",
     "noise",
@@ -30,5 +33,6 @@ __all__ = [
     "quantizers",
     "refit_check",
     "refit_counts",
+    "summary",
     "weight_noise",
 ]

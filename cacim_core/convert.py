@@ -8,6 +8,7 @@ any training loop (ours, mmengine's) works unchanged.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from .device import Tile, attach_adc, check_tile, tiled_noise
 from .noise import NoiseModel
 
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+log = logging.getLogger("cacim_core")
 FIRST_LAST = ("quantize", "fp", "8bit")
 NoiseFn = Callable[[Tensor, "torch.Generator | None"], Tensor]
 NoiseSpec = float | str | dict | NoiseModel | NoiseFn | None
@@ -234,19 +236,14 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
         )
     if config.fold_bn:
         fold_batchnorm(model)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    if not layers:
+    plan = selection(model, config)
+    if not any(isinstance(m, LAYER_TYPES) for m in model.modules()):
         raise ValueError("model has no Conv or Linear layer to quantize")
-    ends = {layers[0][0], layers[-1][0]}
     selected = 0
-    for name, module in layers:
-        if config.include and not _matches(name, config.include):
+    for name, module in model.named_modules():
+        if plan.get(name) not in (ANALOG, DIGITAL):
             continue
-        if _matches(name, config.exclude):
-            continue
-        if name in ends and config.first_last == "fp":
-            continue
-        analog = not (name in ends and config.first_last == "8bit")
+        analog = plan[name] == ANALOG
         if analog:
             noise = config.noise_model()
             kwargs = dict(config.quantizer_kwargs)
@@ -266,8 +263,96 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
             attach_adc(module, config.adc_bits)
         selected += 1
     if selected == 0:
-        raise ValueError("no layer matched: check QuantConfig.include/exclude against model.named_modules()")
+        why = sorted(set(plan.values()))
+        hint = (
+            "check QuantConfig.include/exclude against model.named_modules()"
+            if (config.include or config.exclude)
+            else "use first_last='quantize' or '8bit'"
+        )
+        raise ValueError(f"no layer matched ({len(plan)} Conv/Linear layers: {'; '.join(why)}): {hint}")
+    rows = coverage(model, plan)
+    unsupported = [r["name"] or "(model)" for r in rows if r["status"].startswith("float: unsupported")]
+    log.info("%s", summary(rows))
+    if unsupported:
+        log.warning(
+            "quantize_model left %d layer(s) float, their type is not supported: %s (cacim_core.summary "
+            "lists every layer)",
+            len(unsupported),
+            ", ".join(unsupported[:8]) + (" ..." if len(unsupported) > 8 else ""),
+        )
     return model
+
+
+ANALOG, DIGITAL = "quantized (analog)", "quantized (8-bit digital)"
+
+
+def selection(model: nn.Module, config: QuantConfig) -> dict[str, str]:
+    """What quantize_model does with each Conv/Linear layer, and why: ANALOG, DIGITAL or "float: <why>".
+    First and last are the first and last such layers in module order (the paper's networks register
+    them in execution order)."""
+    layers = [n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    ends = {layers[0], layers[-1]} if layers else set()
+    plan = {}
+    for name in layers:
+        if config.include and not _matches(name, config.include):
+            plan[name] = "float: not in include"
+        elif _matches(name, config.exclude):
+            plan[name] = "float: excluded"
+        elif name in ends and config.first_last == "fp":
+            plan[name] = "float: first/last layer (first_last='fp')"
+        else:
+            plan[name] = DIGITAL if name in ends and config.first_last == "8bit" else ANALOG
+    return plan
+
+
+def coverage(model: nn.Module, plan: dict[str, str] | None = None) -> list[dict]:
+    """One row per module that owns weight matrices (parameters of 2+ dims): name, type, status, weights
+    count. A quantized layer's weights are its float parameter; a type quantize_model does not handle
+    (Embedding, MultiheadAttention's in_proj, RNN/LSTM/GRU, ConvTranspose) is "float: unsupported type"."""
+    plan = plan or {}
+    rows = []
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            status = plan.get(name) or (ANALOG if quantized_layers(module)[0][2].analog else DIGITAL)
+            rows.append(
+                {
+                    "name": name,
+                    "type": _layer_type(module),
+                    "status": status,
+                    "weights": float_weight(module).numel(),
+                }
+            )
+            continue
+        own = [p for n, p in module.named_parameters(recurse=False) if p.dim() >= 2 and "original" not in n]
+        if own:
+            why = plan.get(name) or (
+                "float: not selected" if isinstance(module, LAYER_TYPES) else "float: unsupported type"
+            )
+            rows.append(
+                {
+                    "name": name,
+                    "type": type(module).__name__,
+                    "status": why,
+                    "weights": sum(p.numel() for p in own),
+                }
+            )
+    return rows
+
+
+def _layer_type(module: nn.Module) -> str:
+    """The user's class name of a parametrized layer (torch and export() wrap it in generated subclasses)."""
+    return next(c.__name__ for c in type(module).__mro__ if not c.__name__.startswith("Parametrized"))
+
+
+def summary(model_or_rows: nn.Module | list[dict]) -> str:
+    """The layer table as text: every weight-holding layer, quantized or why not, and the share of all
+    weight-matrix entries that are quantized."""
+    rows = coverage(model_or_rows) if isinstance(model_or_rows, nn.Module) else model_or_rows
+    total = sum(r["weights"] for r in rows) or 1
+    done = sum(r["weights"] for r in rows if r["status"].startswith("quantized"))
+    lines = [f"{r['name'] or '(model)'}  {r['type']}  {r['status']}  {r['weights']}" for r in rows]
+    head = f"quantized {done} of {total} weights ({100 * done / total:.1f}%) in {len(rows)} layers:"
+    return "\n".join([head, *lines])
 
 
 def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module, QuantizedWeight]]:

@@ -65,3 +65,60 @@ def test_a_checkpoint_of_another_method_or_level_count_is_refused_by_name():
     old = lloyd4.state_dict()
     old._metadata = {k: {kk: vv for kk, vv in m.items() if kk != "cacim"} for k, m in old._metadata.items()}
     quantize_model(_net(seed=3), QuantConfig(method="lloyd", levels=4)).load_state_dict(old)
+
+
+class _Mixed(nn.Module):
+    """Layer types a researcher's model holds beside Conv/Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.rnn = nn.LSTM(8, 8, batch_first=True)
+        self.up = nn.ConvTranspose1d(8, 8, 3)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        x, _ = self.attn(x, x, x)
+        x, _ = self.rnn(x)
+        x = self.up(x.transpose(1, 2)).transpose(1, 2)
+        return self.head(x).mean(1)
+
+
+def test_layers_left_float_are_named_and_the_share_is_counted(caplog):
+    """Embedding, MultiheadAttention's in_proj, LSTM and ConvTranspose used to stay float without a word:
+    quantize_model warns with their names, and summary() gives every layer's status and the quantized
+    share of the weight-matrix entries (computed here from the modules' own parameters)."""
+    import logging
+
+    from cacim_core import coverage, summary
+
+    model = _Mixed()
+    with caplog.at_level(logging.INFO, logger="cacim_core"):
+        quantize_model(model, QuantConfig(levels=3))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and all(n in warned[0] for n in ("embed", "attn", "rnn", "up"))
+    rows = {r["name"]: r for r in coverage(model)}
+    assert rows["head"]["status"] == "quantized (analog)" and rows["attn.out_proj"]["status"].startswith(
+        "quant"
+    )
+    assert (
+        rows["embed"]["status"] == "float: unsupported type" and rows["attn"]["type"] == "MultiheadAttention"
+    )
+    assert rows["head"]["type"] == "Linear"
+    assert {r["name"]: r["type"] for r in coverage(copy.deepcopy(model))}["head"] == "Linear"
+    matrices = [p for n, p in _Mixed().named_parameters() if p.dim() >= 2]
+    quantized = model.head.parametrizations.weight.original.numel() + model.attn.out_proj.weight.numel()
+    total = sum(p.numel() for p in matrices)
+    assert sum(r["weights"] for r in rows.values()) == total
+    assert (
+        summary(model)
+        .splitlines()[0]
+        .startswith(f"quantized {quantized} of {total} weights ({100 * quantized / total:.1f}%)")
+    )
+
+
+def test_first_last_fp_on_a_model_of_two_layers_says_why_nothing_was_quantized():
+    with pytest.raises(ValueError, match=r"first/last layer \(first_last='fp'\)\): use first_last="):
+        quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), QuantConfig(first_last="fp"))
