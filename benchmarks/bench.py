@@ -3,8 +3,10 @@
 1. Lloyd fit of every Conv/Linear weight of torchvision ResNet-50 (random init) at 3/4/8 levels, against
    the exact 1-D k-means of `kmeans1d` (its C core called on a numpy buffer, so Python list marshalling is
    not charged to it) and scikit-learn's KMeans; distortion relative to kmeans1d's exact optimum.
-2. ResNet-20 training step (CIFAR shape, batch 128) with Lloyd quantization + NATS noise on every layer,
-   against the same float step; bytes saved for backward and peak RSS.
+2. ResNet-20 training step (CIFAR shape, batch 128) with Lloyd quantization + NATS noise on every layer
+   and Algorithm 1's refit_check, against the same float step; bytes saved for backward and peak RSS.
+   Then the whole Algorithm 1 step (forward, backward, SGD, refit_check) on ResNet-18 at batch 8 and 64 and
+   on the proxy nets, eager and torch.compile'd, with refit_check's share (`bench_whole_step`).
 3. ImageNet loader on generated 500x375 JPEGs (ImageNet's typical size; smooth random images, smaller
    files than photographs, ~46 kB vs ~110 kB): CPU ms per image of the paper's train transform (He et al.
    scale augmentation, and RandomResizedCrop), images/s of `make_loader` with the available workers, and
@@ -151,6 +153,7 @@ def saved_bytes(step: Callable[[], None]) -> int:
 
 
 def bench_train_step(steps: int) -> None:
+    """ResNet-20 (CIFAR shape, batch 128): the step's time and the bytes it saves for backward."""
     from benchmarks.models import build_model
 
     torch.manual_seed(0)
@@ -158,9 +161,11 @@ def bench_train_step(steps: int) -> None:
     quantized = QuantConfig(method="lloyd", levels=4, noise=0.02, first_last="quantize")
     models = {
         "float": build_model("resnet20", 10, 32),
-        "lloyd 4L + 2% noise, every layer": quantize_model(build_model("resnet20", 10, 32), quantized),
+        "lloyd 4L + 2% noise, every layer, + refit_check": quantize_model(
+            build_model("resnet20", 10, 32), quantized
+        ),
     }
-    steps_of = {name: train_step(model, x, y) for name, model in models.items()}
+    steps_of = {name: train_step(model, x, y, refit=name != "float") for name, model in models.items()}
     medians = interleaved_medians(steps_of, steps)
     print(f"\n## ResNet-20 training step, batch 128, CPU ({torch.get_num_threads()} threads)\n")
     print("| model | median step s | ratio to float | saved-for-backward MB | ratio |")
@@ -173,18 +178,77 @@ def bench_train_step(steps: int) -> None:
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MB")
 
 
+#: (model, classes, image size, batch) of the whole-step bench: issue 25's ResNet-18 shapes and the proxies
+WHOLE_STEP = (
+    ("resnet18b", 1000, 64, 8),
+    ("resnet18b", 1000, 64, 64),
+    ("resnet18b_proxy", 10, 32, 64),
+    ("resnet50b_proxy", 10, 32, 64),
+)
+
+
+def bench_whole_step(steps: int, compile_too: bool) -> None:
+    """Algorithm 1's whole step as a user runs it (forward, backward, SGD step, `refit_check`) against the
+    float step, eager and under torch.compile, interleaved; and `refit_check`'s own share of the step.
+    Targets (issue 25, not tests): eager quantized/float <= 1.3 at batch 64; compiled quantized <= compiled
+    float x 1.3 and <= eager quantized; refit_check <= 5% of the step."""
+    from benchmarks.models import build_model
+
+    config = QuantConfig(method="lloyd", levels=4, noise=0.02)
+    print(f"\n## Whole Algorithm 1 step on CPU ({torch.get_num_threads()} threads): lloyd 4L + 2% NATS\n")
+    head = "| model | batch | float s | quantized s | ratio | refit_check s | share |"
+    print(
+        head
+        + (" compiled float s | compiled quantized s | ratio | vs eager quantized |" if compile_too else "")
+    )
+    print("|---" * (head.count("|") - 1 + (4 if compile_too else 0)) + "|")
+    for name, classes, size, batch in WHOLE_STEP:
+        torch.manual_seed(0)
+        x, y = torch.randn(batch, 3, size, size), torch.randint(0, classes, (batch,))
+        float_model = build_model(name, classes, size)
+        quantized = quantize_model(build_model(name, classes, size), config)
+        fns = {
+            "float": train_step(float_model, x, y, lr=1e-4),
+            "quantized": train_step(quantized, x, y, lr=1e-4, refit=True),
+            "refit_check": partial(refit_check, quantized),
+        }
+        if compile_too:
+            fns["compiled float"] = train_step(torch.compile(build_model(name, classes, size)), x, y, lr=1e-4)
+            compiled = quantize_model(build_model(name, classes, size), config)
+            fns["compiled quantized"] = train_step(
+                torch.compile(compiled), x, y, lr=1e-4, refit=True, refit_model=compiled
+            )
+        t = interleaved_medians(fns, steps)
+        row = (
+            f"| {name} | {batch} x {size}px | {t['float']:.4f} | {t['quantized']:.4f} | "
+            f"{t['quantized'] / t['float']:.2f} | {t['refit_check']:.4f} | "
+            f"{100 * t['refit_check'] / t['quantized']:.1f}% |"
+        )
+        if compile_too:
+            cf, cq = t["compiled float"], t["compiled quantized"]
+            row += f" {cf:.4f} | {cq:.4f} | {cq / cf:.2f} | {cq / t['quantized']:.2f} |"
+        print(row, flush=True)
+
+
 def train_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01, refit: bool = False
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float = 0.01,
+    refit: bool = False,
+    refit_model: nn.Module | None = None,
 ) -> Callable[[], None]:
-    """One SGD step; with `refit`, then Algorithm 1's refit_check (the hot path of a paper-scale cell)."""
+    """One SGD step; with `refit`, then Algorithm 1's refit_check (the hot path of a paper-scale cell) on
+    `refit_model` (the uncompiled model a torch.compile'd `model` wraps; default `model`)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    refit_model = model if refit_model is None else refit_model
 
     def step() -> None:
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         if refit:
-            refit_check(model)
+            refit_check(refit_model)
 
     return step
 
@@ -316,12 +380,16 @@ def main() -> None:
     parser.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn KMeans (the slowest)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     parser.add_argument("--loader-images", type=int, default=512, help="JPEGs for the loader (0: skip)")
+    parser.add_argument("--whole-steps", type=int, default=5, help="whole-step rounds per model (0: skip)")
+    parser.add_argument("--no-compile", action="store_true", help="whole step: eager only (compile is slow)")
     parser.add_argument("--resnet-steps", type=int, default=3, help="ResNet-18/50 steps per model (0: skip)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="where throughput.json goes")
     args = parser.parse_args()
     torch.manual_seed(0)
     bench_lloyd(tuple(int(v) for v in args.levels.split(",")), with_sklearn=not args.no_sklearn)
     bench_train_step(args.steps)
+    if args.whole_steps:
+        bench_whole_step(args.whole_steps, compile_too=not args.no_compile)
     if args.loader_images:
         bench_loader(args.loader_images, batch=64)
     if args.resnet_steps:

@@ -10,10 +10,11 @@ from .convert import (
     load_float,
     quantize_model,
     quantized_layers,
+    selection,
     summary,
 )
 from .evaluate import NoisyResult, noisy_evaluate, weight_noise
-from .training import projection, refit_check, refit_counts
+from .training import projection, refit, refit_check, refit_counts
 
 __all__ = [
     "NoisyResult",
@@ -31,8 +32,10 @@ __all__ = [
     "quantize_model",
     "quantized_layers",
     "quantizers",
+    "refit",
     "refit_check",
     "refit_counts",
+    "selection",
     "summary",
     "weight_noise",
 ]

@@ -119,6 +119,8 @@ class QuantizedWeight(nn.Module):
         self.tile = config.tile if analog else None
         self.refit_threshold = config.refit_threshold
         self.projection = config.projection
+        #: Algorithm 1's re-fits since quantize_model, a buffer so that checkpoints keep it (an EMA copy's
+        #: count is an average or its copy's: read `refit_counts` of the trained model)
         self.register_buffer("refits", torch.zeros((), dtype=torch.long))
         self.eval_noise: tuple[NoiseModel | None, torch.Generator | None] | None = None
         #: what a checkpoint of this layer must have been quantized with: kept in the state_dict's metadata
@@ -228,15 +230,18 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(prefix, p) for prefix in prefixes for p in patterns)
 
 
-def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
-    """Quantize `model` in place and return it; each layer's quantizer is fitted on its current weights."""
+def quantize_model(model: nn.Module, config: QuantConfig, example_input: object = None) -> nn.Module:
+    """Quantize `model` in place and return it; each layer's quantizer is fitted on its current weights.
+
+    `example_input` (a tensor or a tuple of positional inputs) finds the first and last layers by a forward
+    in eval mode, for models torch.fx cannot trace; without it they come from the fx graph."""
     if quantized_layers(model):
         raise ValueError(
             "model is already quantized: call quantize_model once (export() gives plain weights)"
         )
     if config.fold_bn:
         fold_batchnorm(model)
-    plan = selection(model, config)
+    plan = selection(model, config, example_input)
     if not any(isinstance(m, LAYER_TYPES) for m in model.modules()):
         raise ValueError("model has no Conv or Linear layer to quantize")
     selected = 0
@@ -286,12 +291,52 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
 ANALOG, DIGITAL = "quantized (analog)", "quantized (8-bit digital)"
 
 
-def selection(model: nn.Module, config: QuantConfig) -> dict[str, str]:
-    """What quantize_model does with each Conv/Linear layer, and why: ANALOG, DIGITAL or "float: <why>".
-    First and last are the first and last such layers in module order (the paper's networks register
-    them in execution order)."""
+def execution_order(model: nn.Module, example_input: object = None) -> tuple[list[str], str]:
+    """The Conv/Linear layers a forward calls, in call order, and how the order was found: hooks on a forward
+    of `example_input` (eval mode, no grad, training flags restored), else the torch.fx graph, else module
+    registration order (BERT-like models register a layer-0 query before the embeddings' users run)."""
     layers = [n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    ends = {layers[0], layers[-1]} if layers else set()
+    known = set(layers)
+    if example_input is not None:
+        called: list[str] = []
+        modules = dict(model.named_modules())
+        hooks = [modules[n].register_forward_pre_hook(lambda *_, n=n: called.append(n)) for n in layers]
+        modes = {m: m.training for m in model.modules()}
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for m, mode in modes.items():
+                m.training = mode
+        return list(dict.fromkeys(called)), "a forward of example_input"
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # fx raises many types for untraceable Python control flow
+        why = " ".join(str(exc).split())[:80]
+        return layers, f"registration order (torch.fx cannot trace the model: {why}; pass example_input)"
+    called = [str(n.target) for n in graph.nodes if n.op == "call_module" and str(n.target) in known]
+    return list(dict.fromkeys(called)), "the torch.fx graph"
+
+
+def selection(model: nn.Module, config: QuantConfig, example_input: object = None) -> dict[str, str]:
+    """What quantize_model does with each Conv/Linear layer, and why: ANALOG, DIGITAL or "float: <why>".
+    First and last are the first and last layers a forward calls (`execution_order`), logged at INFO."""
+    layers = [n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    ends: set[str] = set()
+    if layers and config.first_last != "quantize":
+        order, how = execution_order(model, example_input)
+        order = order or layers  # a forward that calls none of them by module (functional use): fall back
+        ends = {order[0], order[-1]}
+        log.info(
+            "first_last=%r: first layer %s, last layer %s (by %s)",
+            config.first_last,
+            order[0],
+            order[-1],
+            how,
+        )
     plan = {}
     for name in layers:
         if config.include and not _matches(name, config.include):

@@ -84,6 +84,18 @@ def refit_check(model: nn.Module, threshold: float | None = None) -> int:
     return count
 
 
+def refit(model: nn.Module) -> int:
+    """Fit every fitted quantizer (lloyd, uniform, ...) on its layer's current float weights; returns how
+    many. For an EMA copy before it is evaluated or saved: an EMA averages the float weights, and the level
+    buffers too if it averages buffers (or keeps the copy's first levels if not), so its levels are not those
+    of its own weights. Learned quantizers (LSQ, TTQ) are left alone: their parameters are averaged as any
+    parameter. Not an Algorithm 1 re-fit: `refit_counts` does not count it."""
+    fitted = [(n, m, p) for n, m, p in quantized_layers(model) if p.quantizer.kind == "fitted"]
+    for name, module, p in fitted:
+        fit_checked(p.quantizer, float_weight(module), name)
+    return len(fitted)
+
+
 def refit_counts(model: nn.Module) -> dict[str, int]:
     """Re-fits per layer since quantize_model (the paper: from a pretrained model, usually none)."""
     return {name: int(p.refits) for name, _, p in quantized_layers(model)}

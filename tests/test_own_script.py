@@ -122,3 +122,110 @@ def test_layers_left_float_are_named_and_the_share_is_counted(caplog):
 def test_first_last_fp_on_a_model_of_two_layers_says_why_nothing_was_quantized():
     with pytest.raises(ValueError, match=r"first/last layer \(first_last='fp'\)\): use first_last="):
         quantize_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), QuantConfig(first_last="fp"))
+
+
+class _HeadFirst(nn.Module):
+    """Registers its classifier first (as BERT registers layer 0's query before the pooler runs last...):
+    module order and call order disagree; `branch` makes the forward untraceable by torch.fx."""
+
+    def __init__(self, branch: bool = False):
+        super().__init__()
+        self.head = nn.Linear(8, 2)
+        self.stem = nn.Linear(4, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.mid = nn.Linear(8, 8)
+        self.branch = branch
+
+    def forward(self, x):
+        h = self.bn(self.stem(x)).relu()
+        if self.branch and h.sum() > -1e9:  # data-dependent control flow
+            h = h + 0
+        return self.head(self.mid(h).relu())
+
+
+@pytest.mark.parametrize("branch", [False, True])
+def test_first_last_follow_the_forward_not_the_registration_order(branch, caplog):
+    import logging
+
+    from cacim_core import selection
+
+    fp = QuantConfig(levels=3, first_last="fp")
+    x = torch.randn(5, 4)
+    model = _HeadFirst(branch).train()
+    before = model.bn.running_mean.clone()
+    plan = selection(model, fp, example_input=x)
+    assert plan == {
+        "head": "float: first/last layer (first_last='fp')",
+        "stem": "float: first/last layer (first_last='fp')",
+        "mid": "quantized (analog)",
+    }
+    assert model.training and torch.equal(model.bn.running_mean, before)  # the probe forward left no trace
+    with caplog.at_level(logging.INFO, logger="cacim_core"):
+        untraced = selection(model, fp)
+    if branch:  # fx cannot trace it: module order, and the log says to pass example_input
+        assert untraced["mid"].startswith("float") and "pass example_input" in caplog.text
+    else:
+        assert untraced == plan and "by the torch.fx graph" in caplog.text
+    quantize_model(model, fp, example_input=x)
+    assert [n for n, *_ in quantized_layers(model)] == ["mid"]
+
+
+def test_refit_gives_an_ema_the_levels_of_its_own_weights():
+    """torchvision's EMA (AveragedModel with use_buffers=True) averages the level buffers: the EMA's levels
+    were a blend, not the Lloyd levels of its weights. `refit(ema.module)` gives the optimal levels of the
+    EMA's own weights (kmeans1d, 1-D k-means solved exactly, is the reference) and is not counted as an
+    Algorithm 1 re-fit."""
+    import kmeans1d
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    from cacim_core import refit, refit_check, refit_counts
+
+    torch.manual_seed(0)
+    model = quantize_model(
+        nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), QuantConfig(levels=4)
+    )
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(20):
+        loss = model(torch.randn(8, 16)).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        refit_check(model, threshold=1e-4)  # a tiny T: re-fit at every step
+        ema.update_parameters(model)
+
+    def off_by(layers) -> list[float]:
+        out = []
+        for _, layer, p in layers:
+            _, centroids = kmeans1d.cluster(float_weight(layer).detach().flatten().tolist(), 4)
+            out.append(float((p.quantizer.levels.flatten() - torch.tensor(centroids)).abs().max()))
+        return out
+
+    assert max(off_by(quantized_layers(ema.module))) > 1e-3  # averaged levels: not the EMA weights' optimum
+    counts = refit_counts(ema.module)
+    assert refit(ema.module) == 2 and refit_counts(ema.module) == counts
+    assert max(off_by(quantized_layers(ema.module))) < 1e-6
+    assert refit_counts(model) == {"0": 20, "2": 20}
+
+
+def test_cpu_bf16_autocast_trains_on_the_quantized_weights():
+    """A bf16 autocast step: the conv runs in bf16 on the quantized weights (output within bf16 rounding of
+    the fp32 output of the same quantized weights), the float weights get fp32 gradients, and Algorithm 1's
+    check runs on them."""
+    from cacim_core import refit_check
+
+    torch.manual_seed(0)
+    model = quantize_model(
+        nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)), QuantConfig(levels=4, noise=0.0)
+    )
+    x = torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        reference = export(copy.deepcopy(model))(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)
+    out.float().square().mean().backward()
+    grads = [layer.parametrizations.weight.original.grad for _, layer, _ in quantized_layers(model)]
+    assert all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads)
+    assert refit_check(model) in (0, 1, 2)
