@@ -510,9 +510,23 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none. One that cannot be read (a disk fault: our
+    own writes are atomic) is set aside as <name>.unreadable-<UTC time>, with one warning line, and None
+    comes back: that cell or float model trains again from its start (a checkpoint holds no finished
+    result)."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        os.replace(path, aside)
+        print(
+            f"warning: checkpoint {path} is unreadable ({type(exc).__name__}): set aside as {aside.name}; "
+            "training it again from its start",
+            file=sys.stderr,
+        )
+        return None
 
 
 # ---------------------------------------------------------------- claims: two runs never train one cell twice

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from benchmarks import faults
 from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for
-from benchmarks.experiments import CONTROL, Cell, Condition, cells
+from benchmarks.experiments import CONTROL, Cell, Condition, Recipe, cells
 from benchmarks.results import (
     Claim,
     Record,
@@ -300,7 +300,9 @@ def make_record(cell: Cell, outcome: Outcome, ctx: Context) -> Record:
 
 
 def _declared(cell: Cell) -> dict:
-    """The cell's recipe as its record stores it (JSON round trip: tuples become lists)."""
+    """The cell's recipe as its record stores it (`Recipe.declared`; an MMRecipe as its JSON round trip)."""
+    if isinstance(cell.recipe, Recipe):
+        return cell.recipe.declared()
     return json.loads(json.dumps(asdict(cell.recipe), default=str))
 
 

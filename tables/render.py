@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.compare import PaperClaim, claim_lines, select
-from benchmarks.experiments import CONTROL
+from benchmarks.experiments import CONTROL, DIAGNOSES
 from benchmarks.results import atomic_write, load
 from benchmarks.stats import Interval, margin_for, paired_difference, per_seed, t_interval
 
@@ -179,11 +179,14 @@ def control_notes(frame: pd.DataFrame) -> list[str]:
 SPREAD_LIMIT = 3.0
 
 
-def spread_notes(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
+def spread_notes(
+    spec: TableSpec, frame: pd.DataFrame, recheck: tuple[str, pd.DataFrame] | None = None
+) -> list[str]:
     """One diagnostic line per measured cell whose seeds spread over more than SPREAD_LIMIT: the per-seed
     values, and for the seed farthest from the median whether its float model, its quantized start (PTQ,
     before fine-tuning) or the fine-tune itself is off. A collapse is a training failure, not noise; the
-    cell's mean and CI include it, and the note says so."""
+    cell's mean and CI include it, and the note says so. `recheck` (what changed, its records): the same
+    cells rerun under one protocol change (experiments.DIAGNOSES); the note adds what their seeds read."""
     out, seen = [], set()
     for row in spec.rows:
         for col in spec.columns if row.match is not None else ():
@@ -196,7 +199,14 @@ def spread_notes(spec: TableSpec, frame: pd.DataFrame) -> list[str]:
             if len(values) < 2 or max(values.values()) - min(values.values()) <= SPREAD_LIMIT or key in seen:
                 continue
             seen.add(key)
-            out.append(_spread_note(f"{row.label} [{col.header}]", base, chosen, values))
+            note = _spread_note(f"{row.label} [{col.header}]", base, chosen, values)
+            again = recheck[1][recheck[1]["cell"].isin(chosen["cell"])] if recheck else None
+            if again is not None and not again.empty and base in again:
+                redo = per_seed(again, base, f"{recheck[0]}: table cell ({row.label!r}, {col.header!r})")
+                listing = ", ".join(f"s{s} {v:.2f}" for s, v in sorted(redo.items()))
+                spread = max(redo.values()) - min(redo.values())
+                note += f" With {recheck[0]}, the same seeds read {listing} (spread {spread:.2f} pt)."
+            out.append(note)
     return out
 
 
@@ -431,7 +441,9 @@ def render(
     notes = [*spec.notes, *seed_notes, *([r] if (r := resolution(cells, tests)) else [])]
     if not frame.empty:
         notes += control_notes(frame)
-        notes += spread_notes(spec, frame)
+        diagnosis = DIAGNOSES.get(spec.experiment)
+        recheck = (diagnosis[1], load(diagnosis[0], scale, results)) if diagnosis else None
+        notes += spread_notes(spec, frame, recheck)
         notes += claim_lines(spec.claims, frame, margin, adjust, spec.unit)
         notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale

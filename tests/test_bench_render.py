@@ -309,3 +309,30 @@ def test_a_seed_spread_over_the_limit_gets_a_diagnostic_note(tmp_path):
     assert "no single outlier" in notes["broad"]
     md = render(spec, "smoke", tmp_path, tmp_path / "out")[0].read_text()
     assert md.count("- Seed spread: ") == 4
+
+
+def test_a_spread_note_gives_what_the_diagnosis_run_read_for_the_same_seeds(tmp_path):
+    """experiments.DIAGNOSES: the same cells rerun under one protocol change; the note under the table adds
+    their per-seed values there and the spread (computed here from the diagnosis records)."""
+    from benchmarks.results import load
+    from tables.render import spread_notes
+
+    fp = dict.fromkeys(range(3), 93.0)
+    _seeded(tmp_path, "collapse", {0: 65.3, 1: 79.4, 2: 79.8}, {0: 10, 1: 10, 2: 10}, fp)
+    _seeded(tmp_path / "bn", "collapse", {0: 79.8, 1: 82.5, 2: 82.8}, {0: 10, 1: 10, 2: 10}, fp)
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="table1",
+        columns=(Column("Gap", ("gap_top1",)),),
+        rows=(Row("collapse", {"method": "collapse"}),),
+    )
+    frame = load("table1", "smoke", tmp_path)
+    (note,) = spread_notes(spec, frame, ("BN re-estimated", load("table1", "smoke", tmp_path / "bn")))
+    assert "s0 65.30" in note and "fine-tuning lost it" in note
+    assert note.endswith(
+        "With BN re-estimated, the same seeds read s0 79.80, s1 82.50, s2 82.80 "
+        f"(spread {82.8 - 79.8:.2f} pt)."
+    )
+    (alone,) = spread_notes(spec, frame)
+    assert "With" not in alone

@@ -224,3 +224,21 @@ def test_store_that_cannot_be_written_is_one_line_before_training(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file: pass a folder" in err[0]
     assert not list(tmp_path.glob("*/"))  # nothing created
+
+
+def test_an_unreadable_checkpoint_is_set_aside_and_the_cell_trained_again(tmp_path):
+    """A truncated checkpoint (a disk fault) used to end the run with torch's traceback at every rerun: it
+    is now set aside under another name (kept for a look), one warning line says so, and the cell trains
+    from its start; the record is written once."""
+    results, cell = tmp_path / "results", _cell()
+    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"PK\x03\x04 truncated")
+    code, err = _finish(_cli(KILLTEST, results))
+    assert code == 0, err[-2000:]
+    (line,) = [x for x in err.splitlines() if "unreadable" in x]
+    assert str(ckpt) in line and "training it again from its start" in line and "Traceback" not in err
+    (aside,) = ckpt.parent.glob(f"{ckpt.name}.unreadable-*")
+    assert aside.read_bytes() == b"PK\x03\x04 truncated"
+    (record,) = load_records(results)
+    assert not record.resumed and record.metrics["top1"].n == 2

@@ -216,6 +216,28 @@ def accuracy(
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen}
 
 
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, batches: list[Tensor]) -> int:
+    """Recompute every BatchNorm's running statistics as the plain average over `batches` (momentum None),
+    the rest of the model in eval mode: noise-free quantized weights, the statistics every chip shares.
+    Returns how many BatchNorm layers were re-estimated; the model is left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
+    return len(norms)
+
+
 def calibration_batches(data: DataBundle, ctx: Context, batches: int = 4) -> list[Tensor]:
     """The first training batches, unshuffled: where ADC ranges are calibrated (never the test set)."""
     return [x.to(ctx.device) for x, _ in itertools.islice(eval_loader(data.train, ctx, 128), batches)]
@@ -279,6 +301,9 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
     produce_once(cache, ctx, produce)
     _barrier(ctx)
     cached = load_checkpoint(cache)
+    if cached is None:  # unreadable and set aside: train it again
+        produce_once(cache, ctx, produce)
+        cached = load_checkpoint(cache)
     return cached["model"], cached["metrics"]
 
 
@@ -316,7 +341,8 @@ class TorchLoop:
         ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
         evaluate = lambda m: accuracy(m, data.test, ctx, cell.max_batches and 1)  # noqa: E731
         # accuracy right after conversion, before fine-tuning: the quantizer alone (post-training)
-        ptq = None if ckpt.is_file() or not ctx.main or config is None else evaluate(model.eval())
+        resuming = ckpt.is_file() and (not ctx.main or load_checkpoint(ckpt) is not None)  # unreadable: aside
+        ptq = None if resuming or not ctx.main or config is None else evaluate(model.eval())
         trained = train(
             model,
             cell.recipe,
@@ -333,6 +359,8 @@ class TorchLoop:
             _barrier(ctx)
             return None
         t0 = time.perf_counter()
+        if cell.recipe.bn_reestimate:  # before the ADCs: they calibrate on the outputs BN feeds
+            reestimate_bn(model, calibration_batches(data, ctx, cell.recipe.bn_reestimate))
         if config is not None and config.adc_bits is not None:
             calibrate_adc(model, calibration_batches(data, ctx))  # fine-tuning moved the outputs
         noise: Any = cell.noise_eval  # parsed once by cacim_core.noise.parse: a delta, or the measured model

@@ -9,8 +9,9 @@ rows (method, levels, first/last policy, noise) are the same at every scale.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,6 +64,27 @@ class Recipe:
     refit_threshold: float = 0.1  # Algorithm 1's T
     loss: str = "ce"  # ce | squared_hinge (Hou & Kwok's L2-SVM loss)
     noise_samples: int = 1  # HA-SGD: gradient averaged over this many weight-noise draws per step (1: NATS)
+    # after fine-tuning, BatchNorm running statistics re-estimated over this many unaugmented 128-image
+    # training batches, noise-free (0: kept as training left them, the paper's). A 2-epoch proxy fine-tune
+    # leaves stale statistics behind (table3_bn: ResNet-50b 3L lloyd* seed 0 read 65.3% top-1 with them)
+    bn_reestimate: int = 0
+
+    def __repr__(self) -> str:
+        """The dataclass repr without the fields added later that sit at their default (LATER_FIELDS), so
+        that records and float models made before a field existed keep their recipe keys."""
+        shown = [f for f in fields(self) if LATER_FIELDS.get(f.name, _UNSET) != getattr(self, f.name)]
+        return f"Recipe({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
+
+    def declared(self) -> dict:
+        """The recipe as records store it (JSON round trip: tuples become lists), later fields at their
+        default left out as in the repr."""
+        plain = {k: v for k, v in asdict(self).items() if LATER_FIELDS.get(k, _UNSET) != v}
+        return json.loads(json.dumps(plain, default=str))
+
+
+_UNSET = object()
+#: Recipe fields added after records existed, with their defaults (see Recipe.__repr__)
+LATER_FIELDS: dict[str, Any] = {"bn_reestimate": 0}
 
 
 @dataclass(frozen=True)
@@ -159,6 +181,9 @@ CONTROL_ROW = Row(CONTROL, 0)
 #: a table's recipe-sensitivity variants (label -> experiment): its claim rows and control rerun with
 #: another proxy recipe; `make sensitivity TABLE=...` runs them, tables/sensitivity.py compares verdicts
 SENSITIVITY = {"table1": {"fine-tune x4": "table1_ft4x", "data seed 1": "table1_data1"}}
+#: a table's diagnosis run (experiment, what it changes): the same cells under one change of the proxy
+#: protocol; a seed-spread note under the table gives what those seeds read there, when it has run
+DIAGNOSES = {"table3": ("table3_bn", "BatchNorm statistics re-estimated after the fine-tune")}
 
 
 def stretch(recipe: Recipe, factor: int) -> Recipe:
