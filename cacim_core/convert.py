@@ -242,7 +242,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, example_input: object 
     if config.fold_bn:
         fold_batchnorm(model)
     plan = selection(model, config, example_input)
-    if not any(isinstance(m, LAYER_TYPES) for m in model.modules()):
+    if not plan:  # selection has an entry for every Conv/Linear layer
         raise ValueError("model has no Conv or Linear layer to quantize")
     selected = 0
     for name, module in model.named_modules():

@@ -203,9 +203,8 @@ def spread_notes(
             again = recheck[1][recheck[1]["cell"].isin(chosen["cell"])] if recheck else None
             if again is not None and not again.empty and base in again:
                 redo = per_seed(again, base, f"{recheck[0]}: table cell ({row.label!r}, {col.header!r})")
-                listing = ", ".join(f"s{s} {v:.2f}" for s, v in sorted(redo.items()))
                 spread = max(redo.values()) - min(redo.values())
-                note += f" With {recheck[0]}, the same seeds read {listing} (spread {spread:.2f} pt)."
+                note += f" With {recheck[0]}, the same seeds read {_listing(redo)} (spread {spread:.2f} pt)."
             out.append(note)
     return out
 
@@ -235,12 +234,16 @@ def _spread_note(where: str, base: str, chosen: pd.DataFrame, values: dict[int, 
             f"it started like the others (before fine-tuning {start[worst]:.2f} vs median {start_mid:.2f}) "
             "and fine-tuning lost it: a training instability at this seed, not noise"
         )
-    listing = ", ".join(f"s{s} {v:.2f}" for s, v in sorted(values.items()))
     return (
         f"Seed spread: {where} {base} ranges {max(values.values()) - min(values.values()):.2f} pt over "
-        f"{len(values)} seeds (> {SPREAD_LIMIT:g} pt): {listing}. Seed {worst} is farthest from the median "
-        f"{mid:.2f}: {why}. The cell's mean and CI include it."
+        f"{len(values)} seeds (> {SPREAD_LIMIT:g} pt): {_listing(values)}. Seed {worst} is farthest from "
+        f"the median {mid:.2f}: {why}. The cell's mean and CI include it."
     )
+
+
+def _listing(values: dict[int, float]) -> str:
+    """Per-seed values as the spread notes print them: "s0 65.32, s1 79.44"."""
+    return ", ".join(f"s{seed} {v:.2f}" for seed, v in sorted(values.items()))
 
 
 def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[str, Any]]:
