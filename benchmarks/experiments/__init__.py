@@ -66,7 +66,7 @@ class Recipe:
     noise_samples: int = 1  # HA-SGD: gradient averaged over this many weight-noise draws per step (1: NATS)
     # after fine-tuning, BatchNorm running statistics re-estimated over this many unaugmented 128-image
     # training batches, noise-free (0: kept as training left them, the paper's). A 2-epoch proxy fine-tune
-    # leaves stale statistics behind (table3_bn: ResNet-50b 3L lloyd* seed 0 read 65.3% top-1 with them)
+    # leaves stale statistics behind (table3_nobn: ResNet-50b 3L lloyd* seed 0 read 65.3% top-1 with them)
     bn_reestimate: int = 0
 
     def __repr__(self) -> str:
@@ -183,7 +183,7 @@ CONTROL_ROW = Row(CONTROL, 0)
 SENSITIVITY = {"table1": {"fine-tune x4": "table1_ft4x", "data seed 1": "table1_data1"}}
 #: a table's diagnosis run (experiment, what it changes): the same cells under one change of the proxy
 #: protocol; a seed-spread note under the table gives what those seeds read there, when it has run
-DIAGNOSES = {"table3": ("table3_bn", "BatchNorm statistics re-estimated after the fine-tune")}
+DIAGNOSES = {"table3": ("table3_nobn", "BatchNorm statistics as the fine-tune left them (the paper's protocol)")}
 
 
 def stretch(recipe: Recipe, factor: int) -> Recipe:

@@ -26,11 +26,10 @@ PAPER = Recipe(
     refit_threshold=0.1,
 )
 # Proxy (ours): synth32 with Table 1's proxy recipes (T = 0.1 as the paper's Table 3); 3 seeds, each its own
-# float model. Measured (`make table3`, 2 workers, this 2-core CPU, shared): 88 min 45 s wall, 150
-# CPU-minutes for 135 cells; median 95% CI half-width of the top-1 gaps 1.38 pt over 43 cells, wider on
-# ResNet-50b at 3-4 levels (stale BatchNorm statistics after the 2-epoch fine-tune: table3_bn): the proxy's
-# time/resolution trade, neither goal (30 min, 0.5 pt) held.
-PROXY = replace(PROXY_FT, refit_threshold=0.1)
+# float model. After the 2-epoch fine-tune every BatchNorm's running statistics are re-estimated over 8
+# unaugmented training batches (not the paper's protocol): without it ResNet-50b's 3-4 level seeds spread
+# 4-22 pt from stale statistics alone (table3_nobn, the paper's protocol on those cells).
+PROXY = replace(PROXY_FT, refit_threshold=0.1, bn_reestimate=8)
 SETUPS = {
     "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
     "proxy": Setup(
@@ -72,19 +71,19 @@ def cells(scale: str) -> list[Cell]:
     return expand("table3", SETUPS[scale], ROWS)
 
 
-#: ResNet-50b's 3-level rows, where the proxy's seeds spread most, and the control arm
-BN_ROWS = [
+#: ResNet-50b's 3-level rows, where the proxy's seeds spread most without BN re-estimation, and the control
+NOBN_ROWS = [
     *(Row(m, 3, fl, archs=("resnet50b",)) for m in ("lloyd", "uniform") for fl in ("quantize", "fp")),
     replace(CONTROL_ROW, archs=("resnet50b",)),
 ]
 
 
-@register_experiment("table3_bn")
-def bn_cells(scale: str) -> list[Cell]:
-    """Table 3's ResNet-50b 3-level rows with BatchNorm statistics re-estimated after the fine-tune (8
-    unaugmented training batches, `Recipe.bn_reestimate`); float models, data and seeds are table3's. The
-    diagnosis of their seed spread: the 2-epoch fine-tune leaves stale running statistics behind."""
+@register_experiment("table3_nobn")
+def nobn_cells(scale: str) -> list[Cell]:
+    """Table 3's ResNet-50b 3-level rows evaluated with the BatchNorm statistics the 2-epoch fine-tune left
+    (the paper's protocol, `bn_reestimate=0`); float models, data and seeds are table3's. The diagnosis
+    behind the proxy's re-estimation: these cells' seeds spread 4-14 pt, table3's 1-3."""
     if scale == "paper":
-        raise ValueError("table3_bn is a proxy-recipe diagnosis: run it with --scale proxy or smoke")
+        raise ValueError("table3_nobn is a proxy-recipe diagnosis: run it with --scale proxy or smoke")
     setup = SETUPS[scale]
-    return expand("table3_bn", replace(setup, recipe=replace(setup.recipe, bn_reestimate=8)), BN_ROWS)
+    return expand("table3_nobn", replace(setup, recipe=replace(setup.recipe, bn_reestimate=0)), NOBN_ROWS)
