@@ -183,7 +183,9 @@ CONTROL_ROW = Row(CONTROL, 0)
 SENSITIVITY = {"table1": {"fine-tune x4": "table1_ft4x", "data seed 1": "table1_data1"}}
 #: a table's diagnosis run (experiment, what it changes): the same cells under one change of the proxy
 #: protocol; a seed-spread note under the table gives what those seeds read there, when it has run
-DIAGNOSES = {"table3": ("table3_nobn", "BatchNorm statistics as the fine-tune left them (the paper's protocol)")}
+DIAGNOSES = {
+    "table3": ("table3_nobn", "BatchNorm statistics as the fine-tune left them (the paper's protocol)"),
+}
 
 
 def stretch(recipe: Recipe, factor: int) -> Recipe:
