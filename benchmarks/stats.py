@@ -275,7 +275,8 @@ class Verdict:
             more = f"about {need} seeds for 80%" if need else "no seed count reaches 80%"
             text = (
                 f"inconclusive: {d.mean:+.2f} {unit} (95% CI {d.low:+.2f}..{d.high:+.2f}, {n}); power "
-                f"{self.power:.2f} at ±{m:g} {unit}, {more}"
+                f"{self.power:.2f} at ±{m:g} {unit}, {more} ({padj}={self.p_diff:.3g} for a difference, "
+                f"{self.p_equiv:.3g} for equivalence)"
             )
         if self.kind in ("a better", "b better", "equivalent") and self.power < POWER_TARGET:
             text += f" [low power: {self.power:.2f} at ±{m:g} {unit}]"

@@ -160,6 +160,21 @@ def test_inconclusive_says_its_power_and_seeds_needed():
     text = v.sentence("mine", "lloyd")
     assert f"power {power(sd, 3, 0.5):.2f} at ±0.5 pt" in text
     assert f"about {seeds_for_power(sd, 0.5)} seeds for 80%" in text
+    # its p values, Holm-adjusted in a family of two (the other test's p is larger): min(1, 2p)
+    diff = np.array([-1.0, 2.0, -0.5])
+    p_diff = stats.ttest_1samp(diff, 0.0).pvalue
+    p_equiv = max(
+        stats.ttest_1samp(diff, -0.5, alternative="greater").pvalue,
+        stats.ttest_1samp(diff, 0.5, alternative="less").pvalue,
+    )
+    null = paired_test({0: 1.0, 1: 2.0, 2: 3.0}, {0: 3.0, 1: 2.0, 2: 0.5})
+    (v2, other) = verdicts([paired_test(a, b), null])
+    assert p_diff < other.test.p_diff and p_equiv < other.test.p_equiv
+    text = v2.sentence("mine", "lloyd")
+    assert (
+        f"(Holm p={min(1.0, 2 * p_diff):.3g} for a difference, {min(1.0, 2 * p_equiv):.3g} for equivalence)"
+        in text
+    )
 
 
 def test_a_selection_with_two_cells_per_seed_is_an_error_naming_them():
