@@ -6,10 +6,13 @@ CACIM_FAULT=<fault>         what to break, at which point of a run:
     kill_in_record_write    SIGKILL this process with a record's .tmp fsync'd, before its rename
     pause_in_record_write   sleep 3 s at that point (a signal then lands inside the write)
     enospc_record           the fsync of a record's .tmp fails with ENOSPC (disk full)
+    kill_in_checkpoint_write  SIGKILL with a checkpoint's .tmp fsync'd, before its rename
+    enospc_checkpoint       the fsync of a checkpoint's .tmp fails with ENOSPC (a cell's, or a float model's)
     kill_in_training        SIGKILL this process as a cell starts training (a dead worker)
     pause_in_training       sleep 60 s as a cell starts training (a signal lands mid-cell)
 CACIM_FAULT_CELL=<cell id>  fire only for this cell (default: every cell)
 CACIM_FAULT_ONCE=<file>     fire once across processes: only the one that creates <file> fires
+CACIM_FAULT_AFTER=<n>       let the first n matching hits of this process pass (e.g. the n-th checkpoint)
 CACIM_CLAIM_DELAY_S=<s>     sleep between a cell's record check and its claim (widens the race window)
 CACIM_CLAIM_GATE=<file>     at that point, write <file>.waiting and wait (up to 600 s) until <file> exists
 CACIM_TRAIN_LOG=<file>      append "<cell id> <pid>" as each cell starts training (counts trainings)
@@ -27,6 +30,8 @@ FAULTS = {  # fault -> the point where it fires
     "kill_in_record_write": "record_rename",
     "pause_in_record_write": "record_rename",
     "enospc_record": "record_fsync",
+    "kill_in_checkpoint_write": "checkpoint_rename",
+    "enospc_checkpoint": "checkpoint_fsync",
     "kill_in_training": "training",
     "pause_in_training": "training",
 }
@@ -55,6 +60,9 @@ def log_training(cell: str) -> None:
             f.write(f"{cell} {os.getpid()}\n")
 
 
+_passed: dict[str, int] = {}  # matching hits seen so far in this process, per point
+
+
 def hit(point: str, cell: str, path: str = "") -> None:
     """Fire the configured fault if it belongs to `point` and `cell`; else do nothing."""
     fault = os.environ.get("CACIM_FAULT", "")
@@ -63,6 +71,9 @@ def hit(point: str, cell: str, path: str = "") -> None:
     if fault not in FAULTS:
         raise ValueError(f"CACIM_FAULT={fault}: unknown fault; use one of {', '.join(FAULTS)}")
     if FAULTS[fault] != point or os.environ.get("CACIM_FAULT_CELL", cell) != cell:
+        return
+    _passed[point] = _passed.get(point, 0) + 1
+    if _passed[point] <= int(os.environ.get("CACIM_FAULT_AFTER", 0)):
         return
     once = os.environ.get("CACIM_FAULT_ONCE")
     if once:

@@ -125,7 +125,7 @@ def atomic_write(path: str | Path, data: bytes | memoryview | str, kind: str = "
     """Write via a temporary file, fsync, rename and fsync the folder: after a crash the file is whole or
     absent, never half-written, and a durable one survives a power cut. The file gets the user's umask
     (mkstemp would give 0600). The .tmp is named after its writer (host, pid): the next run removes those
-    of dead writers (`sweep_litter`). `kind="record"` marks the fault points of benchmarks.faults."""
+    of dead writers (`sweep_litter`). `kind` ("record", "checkpoint") names benchmarks.faults' points."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = f"~{socket.gethostname()}~{os.getpid()}~"
@@ -506,7 +506,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save through `atomic_write`: a kill leaves the previous checkpoint whole, the umask is kept."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write(path, buffer.getbuffer())
+    atomic_write(path, buffer.getbuffer(), kind="checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:

@@ -242,3 +242,67 @@ def test_an_unreadable_checkpoint_is_set_aside_and_the_cell_trained_again(tmp_pa
     assert aside.read_bytes() == b"PK\x03\x04 truncated"
     (record,) = load_records(results)
     assert not record.resumed and record.metrics["top1"].n == 2
+
+
+def _epoch(ckpt: Path) -> int:
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
+
+
+def test_kill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes(tmp_path):
+    """SIGKILL with the 4th epoch checkpoint's .tmp fsync'd but not renamed: the 3rd is whole on disk; the
+    rerun removes the dead writer's .tmp, resumes from epoch 3 (training starts twice in all, never from 0
+    again) and writes the record once."""
+    results, cell, log = tmp_path / "results", _cell(), tmp_path / "train.log"
+    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
+    faults = {
+        "CACIM_FAULT": "kill_in_checkpoint_write",
+        "CACIM_FAULT_CELL": cell.id,
+        "CACIM_FAULT_AFTER": "3",
+    }
+    code, err = _finish(_cli(KILLTEST, results, CACIM_TRAIN_LOG=str(log), **faults))
+    assert code == -signal.SIGKILL, err[-2000:]
+    assert _epoch(ckpt) == 3 and len(list(ckpt.parent.glob(".*.tmp"))) == 1
+    assert not record_path(results, "killtest", "smoke", cell.id).exists()
+
+    code, err = _finish(_cli(KILLTEST, results, CACIM_TRAIN_LOG=str(log)))
+    assert code == 0, err[-2000:]
+    assert "removed 1 .tmp file(s)" in err and list(ckpt.parent.glob(".*.tmp")) == []
+    (record,) = load_records(results)
+    assert record.resumed and record.metrics["top1"].n == 2 and not ckpt.exists()
+    assert _trainings(log) == [cell.id, cell.id]
+
+
+def test_full_disk_at_a_checkpoint_is_one_line_and_resumes_from_the_last_whole_one(tmp_path):
+    """ENOSPC at the 3rd epoch checkpoint's fsync: one line naming the fix, exit 2, no record, no .tmp,
+    the 2nd checkpoint kept byte for byte and the claim released; the rerun resumes from it."""
+    results, cell = tmp_path / "results", _cell()
+    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
+    faults = {"CACIM_FAULT": "enospc_checkpoint", "CACIM_FAULT_CELL": cell.id, "CACIM_FAULT_AFTER": "2"}
+    code, err = _finish(_cli(KILLTEST, results, **faults))
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "no space left on the device" in last and "--results" in last and "Traceback" not in err
+    assert _epoch(ckpt) == 2 and list(ckpt.parent.glob(".*.tmp")) == []
+    assert not record_path(results, "killtest", "smoke", cell.id).exists()
+    assert not claim_path(results, "killtest", "smoke", cell.id).exists()
+
+    code, err = _finish(_cli(KILLTEST, results))
+    assert code == 0, err[-2000:]
+    (record,) = load_records(results)
+    assert record.resumed
+
+
+def test_full_disk_at_the_float_model_write_is_one_line_and_keeps_its_training(tmp_path):
+    """ENOSPC as the trained float model is saved (its one-epoch checkpoint written just before): one line,
+    exit 2, no float model file and no .tmp; the rerun finishes the float model from its checkpoint."""
+    results = tmp_path / "results"
+    floats = results / "_float" / "smoke"
+    code, err = _finish(_cli(KILLTEST, results, CACIM_FAULT="enospc_checkpoint", CACIM_FAULT_AFTER="1"))
+    assert code == 2, err[-2000:]
+    assert "no space left on the device" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert [p.suffix for p in floats.iterdir()] == [".ckpt"]  # the float training's checkpoint only
+    code, err = _finish(_cli(KILLTEST, results))
+    assert code == 0, err[-2000:]
+    assert sorted(p.suffix for p in floats.iterdir()) == [".pt"] and len(load_records(results)) == 1
