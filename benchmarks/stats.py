@@ -11,6 +11,13 @@ the suite (tables' claims, `compare`, drift) comes from `verdicts` here:
   Holm-adjusted over the same family; m is stated in every output;
 - inconclusive: neither; with the power the difference test had at ±m and the seeds it would need for 80%.
 One seed gives a number and no verdict; zero variance over seeds is flagged, never "resolved".
+
+Adaptive seeds (`two_stage_seeds`, `paired_test(first_stage=...)`): Stein's (1945) two-stage test. The SD of
+the first stage's seeds alone fixes how many seeds a comparison gets, and the test divides the mean over all
+of them by that SD with the first stage's degrees of freedom. For normal per-seed differences the sample
+covariance is independent of the means, so the t distribution (and every error rate above) is exact whatever
+the second-stage n. Adding seeds where a claim looks inconclusive, and retesting with the pooled SD, is not:
+its type-I error exceeds alpha (tests/test_stats.py simulates both).
 """
 
 from __future__ import annotations
@@ -111,10 +118,17 @@ class PairedTest:
     margin: float
     only_a: tuple[int, ...] = ()
     only_b: tuple[int, ...] = ()
+    # Stein two-stage: the first stage's seed count; diff.sd is that stage's SD and diff.half uses its df
+    first_stage: int | None = None
 
     @property
     def testable(self) -> bool:
         return self.diff.n >= 2 and self.diff.sd > 0
+
+    @property
+    def df(self) -> int:
+        """Degrees of freedom of the test: n - 1, or the first stage's n - 1 (Stein)."""
+        return (self.first_stage or self.diff.n) - 1
 
     @cached_property
     def p_diff(self) -> float:
@@ -123,7 +137,7 @@ class PairedTest:
             return math.nan
         d = self.diff
         t = d.mean / (d.sd / math.sqrt(d.n))
-        return float(2 * stats.t.sf(abs(t), d.n - 1))
+        return float(2 * stats.t.sf(abs(t), self.df))
 
     @cached_property
     def p_equiv(self) -> float:
@@ -132,17 +146,32 @@ class PairedTest:
             return math.nan
         d = self.diff
         se = d.sd / math.sqrt(d.n)
-        lower = stats.t.sf((d.mean + self.margin) / se, d.n - 1)
-        upper = stats.t.cdf((d.mean - self.margin) / se, d.n - 1)
+        lower = stats.t.sf((d.mean + self.margin) / se, self.df)
+        upper = stats.t.cdf((d.mean - self.margin) / se, self.df)
         return float(max(lower, upper))
 
 
-def paired_test(a: Mapping[int, float], b: Mapping[int, float], margin: float = MARGIN) -> PairedTest:
+def paired_test(
+    a: Mapping[int, float],
+    b: Mapping[int, float],
+    margin: float = MARGIN,
+    first_stage: Sequence[int] | None = None,
+) -> PairedTest:
+    """a - b over the seeds both arms have. With `first_stage` (the seeds of a two-stage design's first
+    stage) and seeds beyond them, Stein's test: the mean over every common seed, the SD and degrees of
+    freedom of the first-stage seeds only."""
     if not margin > 0:
         raise ValueError(f"the equivalence margin must be > 0, got {margin}")
-    return PairedTest(
-        paired_difference(a, b), margin, tuple(sorted(set(a) - set(b))), tuple(sorted(set(b) - set(a)))
-    )
+    only = tuple(sorted(set(a) - set(b))), tuple(sorted(set(b) - set(a)))
+    diff = paired_difference(a, b)
+    first = sorted(set(first_stage or ()) & set(a) & set(b))
+    if first_stage is None or diff.n == len(first):
+        return PairedTest(diff, margin, *only)
+    if len(first) < 2:
+        raise ValueError(f"a two-stage test needs 2+ first-stage seeds in both arms, got {first}")
+    sd0 = t_interval([a[s] - b[s] for s in first]).sd
+    half = float(stats.t.ppf(0.975, len(first) - 1)) * sd0 / math.sqrt(diff.n)
+    return PairedTest(Interval(diff.mean, half, diff.n, sd0), margin, *only, first_stage=len(first))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -158,26 +187,48 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def power(sd: float, n: int, margin: float, alpha: float = ALPHA) -> float:
+def power(sd: float, n: int, margin: float, alpha: float = ALPHA, df: int | None = None) -> float:
     """Power of the two-sided paired t test at level alpha to detect a true difference of ±margin, for
-    per-seed differences with this sd (noncentral t with ncp = margin * sqrt(n) / sd)."""
+    per-seed differences with this sd (noncentral t with ncp = margin * sqrt(n) / sd; `df` n - 1 unless
+    given: a two-stage test keeps its first stage's)."""
     if n < 2 or not sd > 0:
         return math.nan
-    df, ncp = n - 1, margin * math.sqrt(n) / sd
+    df, ncp = (n - 1 if df is None else df), margin * math.sqrt(n) / sd
     crit = stats.t.isf(alpha / 2, df)
     return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
 
 
 def seeds_for_power(
-    sd: float, margin: float, alpha: float = ALPHA, target: float = POWER_TARGET, limit: int = 1000
+    sd: float,
+    margin: float,
+    alpha: float = ALPHA,
+    target: float = POWER_TARGET,
+    limit: int = 1000,
+    df: int | None = None,
 ) -> int | None:
-    """Smallest n at which the paired t test has `target` power at ±margin (None: no spread, or > limit)."""
+    """Smallest n at which the paired t test has `target` power at ±margin (None: no spread, or > limit);
+    `df` fixed for a two-stage test (its first stage's)."""
     if not (sd > 0 and margin > 0):
         return None
     for n in range(2, limit):
-        if power(sd, n, margin, alpha) >= target:
+        if power(sd, n, margin, alpha, df) >= target:
             return n
     return None
+
+
+def two_stage_seeds(
+    first: Sequence[float], margin: float, alpha: float = ALPHA, cap: int = 10, target: float = POWER_TARGET
+) -> int:
+    """Stein's second-stage size: the seeds (first stage included, at most `cap`) at which the two-stage
+    test, whose df are the first stage's, reaches `target` power at ±margin for the first stage's SD. A
+    function of that SD alone, never of the mean: that is what keeps the test exact."""
+    n0 = len(first)
+    if n0 < 2:
+        raise ValueError(f"a two-stage design needs 2+ first-stage seeds, got {n0}")
+    if cap < n0:
+        raise ValueError(f"the seed cap {cap} is below the first stage's {n0} seeds")
+    need = seeds_for_power(t_interval(first).sd, margin, alpha, target, limit=cap + 1, df=n0 - 1)
+    return n0 if need is not None and need <= n0 else min(cap, need or cap)
 
 
 @dataclass(frozen=True)
@@ -231,16 +282,22 @@ class Verdict:
 
     @cached_property
     def power(self) -> float:
-        return power(self.test.diff.sd, self.test.diff.n, self.test.margin, self.family.power_alpha)
+        t = self.test
+        return power(t.diff.sd, t.diff.n, t.margin, self.family.power_alpha, t.df)
 
     @cached_property
     def seeds_80(self) -> int | None:
-        return seeds_for_power(self.test.diff.sd, self.test.margin, self.family.power_alpha)
+        t = self.test
+        return seeds_for_power(
+            t.diff.sd, t.margin, self.family.power_alpha, df=t.df if t.first_stage else None
+        )
 
     def sentence(self, a: str, b: str, unit: str = "pt") -> str:
         """One quotable sentence about a - b (the family says whether lower is better)."""
         d, m, fam = self.test.diff, self.test.margin, self.family
         n = f"n={d.n} seed{'s' if d.n != 1 else ''}"
+        if self.test.first_stage:
+            n += f", SD of the first {self.test.first_stage} (Stein two-stage)"
         padj = "Holm p" if fam.adjusted else "p"
         if self.kind == "one seed":
             text = f"{d.mean:+.2f} {unit} ({a} - {b}) in one seed: a number, not a verdict (run 3+ seeds)"
@@ -265,7 +322,7 @@ class Verdict:
             if self.p_equiv < fam.alpha:
                 text += f"; the difference is within ±{m:g} {unit} (TOST)"
         elif self.kind == "equivalent":
-            lo, hi = _tost_interval(d)
+            lo, hi = _tost_interval(d, self.test.df)
             text = (
                 f"equivalent within ±{m:g} {unit} (TOST at {fam.alpha:.0%}, {padj}={self.p_equiv:.3g}; "
                 f"difference {d.mean:+.2f}, 90% CI {lo:+.2f}..{hi:+.2f}, {n})"
@@ -273,6 +330,8 @@ class Verdict:
         else:
             need = self.seeds_80
             more = f"about {need} seeds for 80%" if need else "no seed count reaches 80%"
+            if self.test.first_stage:  # the design is closed: its second stage was the last
+                more = f"the two-stage design has no third stage; at this SD {more}"
             text = (
                 f"inconclusive: {d.mean:+.2f} {unit} (95% CI {d.low:+.2f}..{d.high:+.2f}, {n}); power "
                 f"{self.power:.2f} at ±{m:g} {unit}, {more} ({padj}={self.p_diff:.3g} for a difference, "
@@ -303,9 +362,9 @@ def verdicts(
     return [Verdict(t, family, pd, pe) for t, pd, pe in zip(tests, p_diff, p_equiv, strict=True)]
 
 
-def _tost_interval(d: Interval) -> tuple[float, float]:
+def _tost_interval(d: Interval, df: int) -> tuple[float, float]:
     """The 90% interval whose inclusion in (-m, m) is TOST at 5%."""
-    half = float(stats.t.ppf(0.95, d.n - 1)) * d.sd / math.sqrt(d.n)
+    half = float(stats.t.ppf(0.95, df)) * d.sd / math.sqrt(d.n)
     return d.mean - half, d.mean + half
 
 

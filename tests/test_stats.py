@@ -21,6 +21,7 @@ from benchmarks.stats import (
     power,
     seeds_for_power,
     t_interval,
+    two_stage_seeds,
     verdicts,
 )
 from cacim_core.evaluate import chip_key
@@ -287,3 +288,51 @@ def test_detection_and_segmentation_gaps_get_their_own_margin():
     from benchmarks.stats import MARGIN, margin_for
 
     assert margin_for("gap_top1") == MARGIN == 0.5 and margin_for("gap_mAP") == margin_for("mIoU") == 1.0
+
+
+def _two_stage_rates(mu: float, sd: float, sims: int = 2000, n0: int = 3, cap: int = 10) -> dict[str, float]:
+    """Simulated per-seed differences through the suite's two-stage code (first stage n0 seeds, Stein's
+    second-stage n from their SD), beside the naive rule: stop if the first stage is significant, else add
+    the seeds and retest with the pooled SD."""
+    rng = np.random.default_rng(7)
+    stein = naive = equivalent = 0
+    for _ in range(sims):
+        x = rng.normal(mu, sd, cap)
+        n = two_stage_seeds(x[:n0].tolist(), 0.5, cap=cap)
+        a, zero = dict(enumerate(x[:n].tolist())), dict.fromkeys(range(n), 0.0)
+        test = paired_test(a, zero, first_stage=range(n0))
+        stein += test.p_diff < 0.05
+        equivalent += test.p_equiv < 0.05
+        first = paired_test(dict(enumerate(x[:n0].tolist())), dict.fromkeys(range(n0), 0.0))
+        naive += first.p_diff < 0.05 or paired_test(a, zero).p_diff < 0.05
+    return {"stein": stein / sims, "naive": naive / sims, "equivalent": equivalent / sims}
+
+
+def test_two_stage_seeds_keep_the_type_one_error_and_the_naive_retest_does_not():
+    """Adaptive seeds at the issue's SD (0.35 pt, n0 = 3, cap 10): Stein's test says "different" at most 5%
+    of the time under no difference (3 SE of Monte-Carlo slack), "equivalent" at most 5% at a true
+    difference of the margin; stopping early or adding seeds and retesting with the pooled SD exceeds 5%."""
+    null = _two_stage_rates(0.0, 0.35)
+    slack = 3 * math.sqrt(0.05 * 0.95 / 2000)
+    assert 0.05 - slack <= null["stein"] <= 0.05 + slack
+    assert null["naive"] > 0.05 + slack  # two looks at full alpha: the error rate is not kept
+    assert null["equivalent"] >= 0.6  # the added seeds buy equivalence verdicts
+    assert _two_stage_rates(0.5, 0.35)["equivalent"] <= 0.05 + slack
+
+
+def test_two_stage_seeds_follow_the_first_stage_sd_and_the_test_its_df():
+    assert two_stage_seeds([0.1, 0.15, 0.12], 0.5) == 3  # already enough power: no second stage
+    sd = float(np.std([0.1, 0.5, -0.2], ddof=1))
+    want = next(n for n in range(2, 100) if power(sd, n, 0.5, 0.05, df=2) >= 0.8)
+    assert two_stage_seeds([0.1, 0.5, -0.2], 0.5, cap=100) == want
+    assert two_stage_seeds([0.1, 0.5, -0.2], 0.5, cap=6) == 6
+    diffs = [0.4, 0.9, 0.2, 0.7, 0.6]
+    test = paired_test(dict(enumerate(diffs)), dict.fromkeys(range(5), 0.0), first_stage=[0, 1, 2])
+    sd0 = float(np.std(diffs[:3], ddof=1))
+    t = np.mean(diffs) / (sd0 / math.sqrt(5))
+    assert test.df == 2 and math.isclose(test.p_diff, 2 * stats.t.sf(abs(t), 2))
+    assert math.isclose(test.diff.half, stats.t.ppf(0.975, 2) * sd0 / math.sqrt(5))
+    plain = paired_test(dict(enumerate(diffs[:3])), dict.fromkeys(range(3), 0.0), first_stage=[0, 1, 2])
+    assert plain.first_stage is None  # no second stage: the ordinary paired t test
+    with pytest.raises(ValueError, match="cap 2 is below"):
+        two_stage_seeds(diffs[:3], 0.5, cap=2)
