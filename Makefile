@@ -41,12 +41,14 @@ bench: core
 # Every table and figure result set runs through one CLI (`python -m benchmarks run <name>`), then its rendering
 # (tables/out/<scale>/<name>.md/.tex/.csv). Options, for every table:
 # make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,mine] [PLUGIN=my_module|file.py]
-#             [SEEDS=0,1,2] [WORKERS=2] [FORCE=1] [RERUN_STALE=1]
+#             [SEEDS=0,1,2] [WORKERS=2] [FORCE=1] [RERUN_STALE=1] [MAX_SEEDS=10]
+# MAX_SEEDS=N: adaptive seeds, a two-stage design (benchmarks/two_stage.py): after the first stage (SEEDS or
+# the scale's), each claim's two arms get the seeds its first-stage SD calls for, at most N.
 RUN = $(VPY) -m benchmarks run
 PLUGIN_FLAGS = $(if $(METHODS),--methods $(METHODS)) $(foreach p,$(subst $(comma), ,$(PLUGIN)),--plugin $(p))
 RUN_FLAGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(PLUGIN_FLAGS) \
 	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force) \
-	$(if $(RERUN_STALE),--rerun-stale)
+	$(if $(RERUN_STALE),--rerun-stale) $(if $(MAX_SEEDS),--two-stage $(MAX_SEEDS))
 comma := ,
 CLASSIFICATION_TABLES := table1 table2 table3 delta
 .PHONY: $(CLASSIFICATION_TABLES)

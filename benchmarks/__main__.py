@@ -78,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         "--weights", default=None, help="folder with float checkpoints (default: DATA/weights)"
     )
     run_p.add_argument("--force", action="store_true", help="recompute and overwrite every finished cell")
+    run_p.add_argument(
+        "--two-stage",
+        type=int,
+        default=None,
+        metavar="CAP",
+        help="adaptive seeds: after the first stage (the scale's seeds, or --seeds), each claim's arms get "
+        "the seeds (at most CAP) its first-stage SD calls for (Stein's exact two-stage test)",
+    )
     run_p.add_argument("--rerun-stale", action="store_true", help="recompute cells whose code/recipe changed")
     run_p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     run_p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible")
@@ -129,14 +137,23 @@ def main(argv: list[str] | None = None) -> int:
             raise runner.SetupError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}")
         if args.time <= 0:
             raise runner.SetupError(f"--time must be > 0 minutes per job, got {args.time}")
-        runner.run(
+        if args.two_stage is not None and (args.force or args.launcher):
+            raise runner.SetupError("--two-stage resumes its stages: drop --force and --launcher")
+        go = runner.run
+        if args.two_stage is not None:
+            from functools import partial
+
+            from benchmarks.two_stage import run_two_stage
+
+            go = partial(run_two_stage, cap=args.two_stage)
+        go(
             args.experiment,
             args.scale,
-            args.data,
-            args.weights,
-            args.results,
-            methods,
-            args.force,
+            data=args.data,
+            weights=args.weights,
+            results=args.results,
+            methods=methods,
+            force=args.force,
             progress=not args.no_progress,
             rerun_stale=args.rerun_stale,
             seeds=seeds,

@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from benchmarks.stats import Interval, PairedTest, Verdict, margin_for, paired_test, per_seed, verdicts
+
+if TYPE_CHECKING:
+    from benchmarks.two_stage import Design
 
 # the fields that make two cells of different methods comparable
 COLUMN_FIELDS = ("arch", "levels", "first_last", "noise_train", "noise_eval", "noise_eval_file", "init")
@@ -220,14 +224,31 @@ class PaperClaim:
 
 
 def claim_verdicts(
-    claims: tuple[PaperClaim, ...], frame: pd.DataFrame, margin: float, adjust: bool = True
+    claims: tuple[PaperClaim, ...],
+    frame: pd.DataFrame,
+    margin: float,
+    adjust: bool = True,
+    design: Design | None = None,
 ) -> dict[str, Verdict | str]:
     """claim text -> its verdict inside the family of the tested claims, or why it is not tested (by
-    construction; not measured at this scale). One Holm family: a table's claims."""
+    construction; not measured at this scale). One Holm family: a table's claims. With a registered
+    two-stage `design`, each claim is tested on its registered seeds by Stein's test."""
     tested: list[tuple[PaperClaim, PairedTest]] = []
     out: dict[str, Verdict | str] = {}
     for claim in claims:
         a, b = claim.arms(frame)
+        if design is not None and claim.text in design.seeds:
+            want = design.seeds_of(claim.text)
+            missing = sorted(set(want) - (set(a) & set(b)))
+            if missing:
+                out[claim.text] = (
+                    f"two-stage design, not tested yet: seeds {', '.join(map(str, missing))} of its "
+                    f"{len(want)} are not measured (rerun with --two-stage {design.cap})"
+                )
+                continue
+            a, b = {s: a[s] for s in want}, {s: b[s] for s in want}
+            tested.append((claim, paired_test(a, b, margin, first_stage=design.first_stage)))
+            continue
         if claim.construction:
             out[claim.text] = f"by construction, not tested: {claim.construction}"
         elif not set(a) & set(b):
@@ -249,12 +270,13 @@ def claim_lines(
     margin: float,
     adjust: bool = True,
     unit: str = "pt",
+    design: Design | None = None,
 ) -> list[str]:
     """The claims of one table as one Holm family: a line per claim, then the family's description.
 
     Claims that hold by construction, and claims without records at this scale, are not in the family.
     """
-    found = claim_verdicts(claims, frame, margin, adjust)
+    found = claim_verdicts(claims, frame, margin, adjust, design)
     out = []
     for claim in claims:
         v = found[claim.text]
@@ -268,6 +290,14 @@ def claim_lines(
         out.append(
             f"Claims: {family.describe(unit)}; a claim's two arms are paired by training seed "
             "(difference of the first arm's gap minus the second's)."
+        )
+    if design is not None:
+        out.append(
+            f"Seeds: a registered two-stage design (Stein): first stage seeds "
+            f"{', '.join(map(str, design.first_stage))}, then each claim the seeds its first-stage SD calls "
+            f"for (80% power at ±{design.margin:g} {unit} at level {design.alpha:.3g}, at most "
+            f"{design.cap}); the test uses the first stage's SD and degrees of freedom, exact whatever n "
+            "it chose."
         )
     return out
 

@@ -349,11 +349,13 @@ def run(
     launcher: Launcher | None = None,
     amp: bool = False,
     channels_last: bool = False,
+    only: list[Cell] | None = None,
 ) -> list[Record]:
-    """Run every unfinished cell of `experiment` at `scale`; returns the records this process wrote."""
+    """Run every unfinished cell of `experiment` at `scale` (or of `only`: a two-stage design's second
+    stage); returns the records this process wrote."""
     code_version()  # the code as loaded now, before any later commit
     try:
-        todo = cells(experiment, scale, methods, seeds)
+        todo = cells(experiment, scale, methods, seeds) if only is None else only
     except (ValueError, KeyError) as exc:
         raise SetupError(str(exc).strip("'\"")) from exc
     if not todo:

@@ -28,6 +28,7 @@ from benchmarks.compare import PaperClaim, claim_lines, select
 from benchmarks.experiments import CONTROL, DIAGNOSES
 from benchmarks.results import atomic_write, load
 from benchmarks.stats import Interval, margin_for, paired_difference, per_seed, t_interval
+from benchmarks.two_stage import load_design
 
 HERE = Path(__file__).resolve().parent
 MISSING = "-"
@@ -396,9 +397,12 @@ def load_spec(name: str) -> TableSpec:
         raise ValueError(f"no table spec {name!r} (tables/specs/{name}.py); known: {known}") from exc
 
 
-def common_seeds(spec: TableSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def common_seeds(
+    spec: TableSpec, frame: pd.DataFrame, two_stage: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
     """The records of the seeds every measured cell of the spec has, and a note naming the seeds left out:
-    a table's cells and its claims then rest on the same seeds."""
+    a table's cells and its claims then rest on the same seeds (under a two-stage design the claims use
+    their registered seeds instead, and the note says so)."""
     seen: list[set[int]] = []
     for row in spec.rows:
         for col in spec.columns:
@@ -422,6 +426,11 @@ def common_seeds(spec: TableSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, li
         f"Seeds: {left} left out (not every cell has them; rerun the table with them to use them): cells and "
         f"claims use seeds {kept}."
     )
+    if two_stage:
+        note = (
+            f"Seeds: the cells use seeds {kept}, the seeds every cell has; {left} are a two-stage design's "
+            "second stage, used by the claim lines on their registered seeds (each gives its n)."
+        )
     return frame[frame["seed"].isin(common)], [note]
 
 
@@ -434,7 +443,9 @@ def render(
     adjust: bool = True,
 ) -> list[Path]:
     """Write <out>/<scale>/<name>.md, .tex and .csv; returns the paths written."""
-    frame, seed_notes = common_seeds(spec, with_control_gaps(load(spec.experiment, scale, results)))
+    full = with_control_gaps(load(spec.experiment, scale, results))
+    design = load_design(results, spec.experiment, scale) if spec.claims else None
+    frame, seed_notes = common_seeds(spec, full, design is not None)
     spec = spec.with_extra_rows(set(frame["method"]) if not frame.empty else set())
     cells = build_cells(spec, frame, scale)
     table = grid(cells)
@@ -447,7 +458,7 @@ def render(
         diagnosis = DIAGNOSES.get(spec.experiment)
         recheck = (diagnosis[1], load(diagnosis[0], scale, results)) if diagnosis else None
         notes += spread_notes(spec, frame, recheck)
-        notes += claim_lines(spec.claims, frame, margin, adjust, spec.unit)
+        notes += claim_lines(spec.claims, full if design else frame, margin, adjust, spec.unit, design)
         notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale
     return [
