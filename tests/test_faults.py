@@ -306,3 +306,23 @@ def test_full_disk_at_the_float_model_write_is_one_line_and_keeps_its_training(t
     code, err = _finish(_cli(KILLTEST, results))
     assert code == 0, err[-2000:]
     assert sorted(p.suffix for p in floats.iterdir()) == [".pt"] and len(load_records(results)) == 1
+
+
+def test_a_resumed_cell_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    """A killed cell's checkpoint is read once on resume (it used to be read twice: a readability check,
+    then the training loop), and the cell resumes from it."""
+    from benchmarks.__main__ import main
+    from benchmarks.backends import torch_loop
+
+    results, cell = tmp_path / "results", _cell()
+    code, err = _finish(_cli(KILLTEST, results, CACIM_FAULT="kill_in_record_write"))
+    assert code == -signal.SIGKILL, err[-2000:]
+    ckpt = checkpoint_path(results, "killtest", "smoke", cell.id)
+    reads: list[Path] = []
+    real = torch_loop.load_checkpoint
+    monkeypatch.setattr(torch_loop, "load_checkpoint", lambda p: reads.append(Path(p)) or real(p))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    assert main(["run", *KILLTEST, "--results", str(results), "--no-progress"]) == 0
+    assert reads.count(ckpt) == 1
+    (record,) = load_records(results)
+    assert record.resumed

@@ -103,8 +103,10 @@ def train(
     desc: str,
     max_batches: int | None = None,
     extra: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists.
+    """Train `recipe.epochs` epochs, checkpointing after each; resumes from `ckpt` if it exists (or from
+    `resume`, that checkpoint already read by the caller: a large one is not read twice).
 
     `extra` is stored in every checkpoint and comes back from a resumed one. With a validation split
     (Hou & Kwok's Table 2 protocol) the model kept is that of the last epoch whose validation accuracy is
@@ -114,7 +116,7 @@ def train(
     optimizer = make_optimizer(recipe, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.schedule.factor)
     start, elapsed, best = 0, 0.0, {"val": -1.0, "model": None}
-    state = load_checkpoint(ckpt)
+    state = resume if resume is not None else load_checkpoint(ckpt)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -341,7 +343,9 @@ class TorchLoop:
         ckpt = checkpoint_path(ctx.results, cell.experiment, ctx.scale, cell.id)
         evaluate = lambda m: accuracy(m, data.test, ctx, cell.max_batches and 1)  # noqa: E731
         # accuracy right after conversion, before fine-tuning: the quantizer alone (post-training)
-        resuming = ckpt.is_file() and (not ctx.main or load_checkpoint(ckpt) is not None)  # unreadable: aside
+        # read once here (an unreadable one is set aside: None); the other ranks read theirs in train()
+        state = load_checkpoint(ckpt) if ctx.main else None
+        resuming = state is not None if ctx.main else ckpt.is_file()
         ptq = None if resuming or not ctx.main or config is None else evaluate(model.eval())
         trained = train(
             model,
@@ -354,6 +358,7 @@ class TorchLoop:
             desc=cell.id,
             max_batches=cell.max_batches,
             extra={"ptq": ptq},
+            resume=state,
         )
         if not ctx.main:
             _barrier(ctx)
