@@ -195,7 +195,12 @@ def power(sd: float, n: int, margin: float, alpha: float = ALPHA, df: int | None
         return math.nan
     df, ncp = (n - 1 if df is None else df), margin * math.sqrt(n) / sd
     crit = stats.t.isf(alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    upper, lower = float(stats.nct.sf(crit, df, ncp)), float(stats.nct.cdf(-crit, df, ncp))
+    # scipy's noncentral t returns nan for some far tails (df 2, ncp ~9): the wrong-sign tail is then at
+    # most the central one (alpha / 2) and is dropped, which can only understate the power
+    return (upper if math.isfinite(upper) else 1.0 - float(stats.nct.cdf(crit, df, ncp))) + (
+        lower if math.isfinite(lower) else 0.0
+    )
 
 
 def seeds_for_power(

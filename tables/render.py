@@ -230,10 +230,15 @@ def _spread_note(where: str, base: str, chosen: pd.DataFrame, values: dict[int, 
             f"seed starts {fp_mid - start_mid:.1f} pt below its float model before fine-tuning (median "
             f"{start_mid:.2f}), so the fine-tune's recovery sets where each ends"
         )
-    else:
+    elif sign < 0:
         why = (
             f"it started like the others (before fine-tuning {start[worst]:.2f} vs median {start_mid:.2f}) "
             "and fine-tuning lost it: a training instability at this seed, not noise"
+        )
+    else:
+        why = (
+            f"it started like the others (before fine-tuning {start[worst]:.2f} vs median {start_mid:.2f}) "
+            "and its fine-tune recovered more than theirs: no collapse, the fine-tune's reach varies by seed"
         )
     return (
         f"Seed spread: {where} {base} ranges {max(values.values()) - min(values.values()):.2f} pt over "

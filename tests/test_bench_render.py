@@ -292,7 +292,8 @@ def test_a_seed_spread_over_the_limit_gets_a_diagnostic_note(tmp_path):
     )
     _seeded(tmp_path, "broad", {0: 84.0, 1: 80.0, 2: 85.5, 3: 81.5}, {0: 14, 1: 15, 2: 16, 3: 14}, fp)
     _seeded(tmp_path, "tight", {0: 89.5, 1: 90.4, 2: 88.0, 3: 89.2}, {0: 20, 1: 21, 2: 20.5, 3: 20}, fp)
-    methods = ("collapse", "badstart", "badfloat", "broad", "tight")
+    _seeded(tmp_path, "lucky", {0: 80.0, 1: 80.5, 2: 84.5, 3: 80.2}, {0: 10, 1: 10, 2: 10, 3: 10}, fp)
+    methods = ("collapse", "badstart", "badfloat", "broad", "tight", "lucky")
     spec = TableSpec(
         name="toy",
         title="Toy",
@@ -301,14 +302,15 @@ def test_a_seed_spread_over_the_limit_gets_a_diagnostic_note(tmp_path):
         rows=tuple(Row(m, {"method": m}) for m in methods),
     )
     notes = {n.split()[2]: n for n in spread_notes(spec, load("table1", "smoke", tmp_path))}
-    assert set(notes) == {"collapse", "badstart", "badfloat", "broad"}  # one note each, not one per column
+    assert set(notes) == {"collapse", "badstart", "badfloat", "broad", "lucky"}  # one each, not per column
     assert f"ranges {90.4 - 18.2:.2f} pt over 4 seeds (> {SPREAD_LIMIT:g} pt)" in notes["collapse"]
     assert "s2 18.20" in notes["collapse"] and "fine-tuning lost it" in notes["collapse"]
     assert "quantized start is off the same way (before fine-tuning 40.00" in notes["badstart"]
     assert "float model is off the same way (85.00" in notes["badfloat"]
     assert "no single outlier" in notes["broad"]
+    assert "recovered more than theirs" in notes["lucky"] and "lost it" not in notes["lucky"]  # s2 is high
     md = render(spec, "smoke", tmp_path, tmp_path / "out")[0].read_text()
-    assert md.count("- Seed spread: ") == 4
+    assert md.count("- Seed spread: ") == 5
 
 
 def test_a_spread_note_gives_what_the_diagnosis_run_read_for_the_same_seeds(tmp_path):
