@@ -233,7 +233,7 @@ def two_stage_seeds(
     if cap < n0:
         raise ValueError(f"the seed cap {cap} is below the first stage's {n0} seeds")
     need = seeds_for_power(t_interval(first).sd, margin, alpha, target, limit=cap + 1, df=n0 - 1)
-    return n0 if need is not None and need <= n0 else min(cap, need or cap)
+    return max(n0, min(cap, need or cap))  # None: no seed count up to the cap reaches the target
 
 
 @dataclass(frozen=True)

@@ -113,15 +113,12 @@ def _matches(cell: Cell, selection: dict[str, object]) -> bool:
     return all(getattr(cell, key) == value for key, value in selection.items())
 
 
-def run_two_stage(
-    experiment: str, scale: str, cap: int, margin: float | None = None, **run: object
-) -> Design:
+def run_two_stage(experiment: str, scale: str, cap: int, **run: object) -> Design:
     """The first stage (the scale's seeds, or `seeds`), the design registered from its records, then the
     second stage: each claim's arms at its extra seeds. A rerun resumes either stage; the design stands."""
     from benchmarks import runner
     from benchmarks.experiments import cells
     from benchmarks.results import load
-    from benchmarks.stats import margin_for
     from tables.render import load_spec, with_control_gaps
 
     try:
@@ -140,9 +137,8 @@ def run_two_stage(
     results = run.get("results", "results")
     runner.run(experiment, scale, **run)  # type: ignore[arg-type]
     frame = with_control_gaps(load(experiment, scale, results))  # type: ignore[arg-type]
-    margin = margin if margin is not None else spec.margin or margin_for(tested[0].metric)
     try:
-        design = plan_design(spec.claims, frame, first, cap, margin)
+        design = plan_design(spec.claims, frame, first, cap, spec.claim_margin)
         design = register(results, experiment, scale, design)  # type: ignore[arg-type]
     except ValueError as exc:
         raise runner.SetupError(str(exc)) from None

@@ -70,6 +70,11 @@ class TableSpec:
     margin: float | None = None  # the claims' equivalence margin (None: `stats.margin_for` their metric)
     unit: str = "pt"
 
+    @property
+    def claim_margin(self) -> float:
+        """The claims' equivalence margin when no --margin is given: the spec's, else its metric's default."""
+        return self.margin or margin_for(self.claims[0].metric if self.claims else "gap_top1")
+
     def with_extra_rows(self, methods: set[str]) -> TableSpec:
         """Rows for every measured method no row lists (e.g. a plugin's quantizer): a copy of each of our
         (lloyd) rows with the method replaced, so it sits beside the baselines with the same cells."""
@@ -455,7 +460,7 @@ def render(
     cells = build_cells(spec, frame, scale)
     table = grid(cells)
     if margin is None:
-        margin = spec.margin or margin_for(spec.claims[0].metric if spec.claims else "gap_top1")
+        margin = spec.claim_margin
     tests = [paired_difference(*c.arms(frame)) for c in spec.claims if _paired(c, frame)]
     notes = [*spec.notes, *seed_notes, *([r] if (r := resolution(cells, tests)) else [])]
     if not frame.empty:

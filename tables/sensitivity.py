@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.compare import ANSWER, claim_verdicts
-from benchmarks.stats import Verdict, margin_for
+from benchmarks.stats import Verdict
 from tables.render import HERE, TableSpec, common_seeds, load_spec
 
 WORDS = {**ANSWER, "inconclusive": "inconclusive", "one seed": "one seed", "zero variance": "zero variance"}
@@ -36,7 +36,7 @@ def sensitivity(
     """(claim x variant table of verdict words, one line per claim: stable or recipe-dependent)."""
     if not spec.claims:
         raise ValueError(f"{spec.name} has no claims to test")
-    margin = margin or spec.margin or margin_for(spec.claims[0].metric)
+    margin = margin or spec.claim_margin
     found = {
         label: claim_verdicts(spec.claims, common_seeds(spec, f)[0], margin, adjust)
         for label, f in frames.items()
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         frames = {"main": load(spec.experiment, args.scale, args.results)}
         frames |= {label: load(name, args.scale, args.results) for label, name in variants.items()}
-        margin = args.margin or spec.margin or margin_for(spec.claims[0].metric)
+        margin = args.margin or spec.claim_margin
         table, lines = sensitivity(spec, frames, margin)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
