@@ -9,7 +9,7 @@ DATA ?=
 # proxy scale: two worker processes, one torch thread each (faster than one process with two threads)
 WORKERS ?= $(if $(filter proxy,$(SCALE)),2)
 
-.PHONY: core setup test lint bench
+.PHONY: core setup test test-fast lint typecheck bench
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -29,11 +29,20 @@ $(OMM_STAMP): $(STAMP) scripts/setup_openmmlab.sh scripts/build_mmcv.sh
 core: $(STAMP)
 setup: $(STAMP) $(OMM_STAMP)
 
+# One pytest process per core (pytest-xdist): the suite's CLI runs and fault injections are single-threaded.
 test: setup
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto
+
+# The edit loop: everything but the tests marked slow (whole CLI runs, fault injection) or openmmlab.
+test-fast: core
+	$(VPY) -m pytest -q -n auto -m "not slow and not openmmlab"
 
 lint: core
 	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
+
+typecheck: core
+	$(VPY) -m mypy
 
 bench: core
 	$(VPY) -m benchmarks.bench

@@ -106,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         help="float checkpoint of another class count: train a fresh head",
     )
     args = parser.parse_args(argv)
+    from cacim_core.registry import load_installed_plugins
+
+    try:
+        load_installed_plugins()  # pip-installed plugin packages (entry-point group `cacim.plugins`)
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "compare":
         return _compare(args)
     methods = [m for m in args.methods.split(",") if m] or None

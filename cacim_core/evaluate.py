@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import noise as noises
-from .convert import NoiseFn, quantized_layers
+from .convert import NoiseFn, float_weight, quantized_layers
 from .noise import GaussianNoise, NoiseModel
 
 OWN = None  # `noise=None`: each layer keeps the noise model it was quantized with
@@ -86,7 +86,7 @@ def weight_noise(
     try:
         for index, (_, module, p) in enumerate(layers):
             layer_noise = (replacement if p.analog else None) if replace else p.noise
-            device = module.parametrizations.weight.original.device
+            device = float_weight(module).device
             generator = torch.Generator(device=device).manual_seed(chip_key(seed, draw, index))
             p.eval_noise = (layer_noise, generator)
         with parametrize.cached():

@@ -8,6 +8,7 @@ an error that lists the known ones.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -47,6 +48,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
+            load_installed_plugins()  # a pip-installed plugin package registers on first need
+        if name not in self._items:
             raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
         return self._items[name]
 
@@ -54,9 +57,12 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]
 
     def names(self) -> list[str]:
+        load_installed_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            load_installed_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
@@ -64,6 +70,35 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+#: The entry-point group a pip-installed plugin package declares, e.g. in its pyproject.toml:
+#: [project.entry-points."cacim.plugins"] mine = "my_package.quantizers" (a module its decorators run in).
+ENTRY_POINT_GROUP = "cacim.plugins"
+_INSTALLED: dict[str, ModuleType] = {}
+_SCANNED = False
+
+
+def load_installed_plugins(rescan: bool = False) -> dict[str, ModuleType]:
+    """Import every module that an installed package exposes in `cacim.plugins`, so its quantizers, models
+    and experiments are found without `--plugin`. The environment is scanned once per process (`rescan`
+    after installing one mid-process). One-line ImportError naming the package for one that fails."""
+    global _SCANNED
+    if _SCANNED and not rescan:
+        return dict(_INSTALLED)
+    _SCANNED = True  # before importing: a plugin that asks a registry for names must not rescan
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value in _INSTALLED:
+            continue
+        owner = ep.dist.name if ep.dist is not None else "unknown"
+        try:
+            _INSTALLED[ep.value] = importlib.import_module(ep.module)
+        except Exception as exc:
+            raise ImportError(
+                f"cannot load installed plugin {ep.name} = {ep.value} (package {owner}, entry-point group "
+                f"{ENTRY_POINT_GROUP}): {_failure(exc)}; fix or uninstall that package"
+            ) from exc
+    return dict(_INSTALLED)
 
 
 def load_plugin(name: str) -> ModuleType:

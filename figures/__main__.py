@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cacim_core.registry import load_plugin
+from cacim_core.registry import load_installed_plugins, load_plugin
 from figures import fig2, fig3, fig4, style
 from figures.context import DEFAULT_CONDUCTANCES, Context, Rendered
 
@@ -41,11 +41,12 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Context]:
         "--plugin", action="append", default=[], help="module or .py file to import (repeatable)"
     )
     args = parser.parse_args(argv)
-    for plugin in args.plugin:
-        try:
+    try:
+        load_installed_plugins()  # pip-installed plugin packages (entry-point group `cacim.plugins`)
+        for plugin in args.plugin:
             load_plugin(plugin)
-        except ImportError as exc:
-            parser.exit(2, f"error: {exc}\n")
+    except ImportError as exc:
+        parser.exit(2, f"error: {exc}\n")
     names = list(FIGURES) if args.figure == "all" else [args.figure]
     methods = tuple(m for m in args.methods.split(",") if m)
     return names, Context(args.results, args.out, args.scale, args.checkpoint, args.conductances, methods)

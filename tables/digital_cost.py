@@ -32,7 +32,7 @@ from benchmarks.layers import Layer, load_layer
 from benchmarks.results import atomic_write
 from cacim_core import quantizers
 from cacim_core.quantizers.base import QUANTIZERS
-from cacim_core.registry import load_plugin
+from cacim_core.registry import load_installed_plugins, load_plugin
 
 LEVEL_COUNTS = (3, 4, 8)
 CODEBOOK_VALUE_BITS = 32  # one float32 per stored level
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="module or .py file to import first")
     args = parser.parse_args(argv)
     try:
+        load_installed_plugins()  # pip-installed plugin packages (entry-point group `cacim.plugins`)
         for plugin in args.plugin:
             load_plugin(plugin)
         methods = [m for m in args.methods.split(",") if m]

@@ -196,6 +196,7 @@ def test_gcn_and_zca_match_pylearn2():
     assert np.array_equal(flat, np.zeros((2, 48)))
 
 
+@pytest.mark.slow
 def test_cifar10_hou_bundle(tmp_path):
     """45k/5k of the training batches in order (9:1 here), whitened with the ZCA fitted on all of them."""
     write_cifar(tmp_path, per_batch=4)

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "delta"])
+@pytest.mark.slow
 def test_smoke_table_runs_renders_and_skips_finished(table, tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["run", table, "--scale", "smoke", "--results", str(results), "--no-progress"]) == 0
@@ -59,6 +60,7 @@ def _run_cli(args: list[str], results: Path, **env: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_writes_the_record_once(tmp_path):
     results = tmp_path / "results"
     (cell,) = cells("killtest", "smoke") if "killtest" in sys.modules else _plugin_cells()
@@ -158,6 +160,7 @@ PAPER_LR = {  # the schedules of tables-clean.md: epoch -> learning rate
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "delta"])
+@pytest.mark.slow
 def test_paper_recipe_builds(table, tmp_path):
     """Model, quantizer, optimizer, schedule and data pipeline at paper scale, on tiny files; no training."""
     paper = cells(table, "paper")
@@ -227,6 +230,7 @@ def test_stale_record_is_reported_not_skipped(tmp_path, capsys):
     assert json.loads(path.read_text())["recipe"]["epochs"] == record["recipe"]["epochs"] - 1
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_two_processes(tmp_path):
     """Under torchrun each process joins the group (gloo on CPU), DDP trains, rank 0 alone writes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -290,6 +294,7 @@ def test_validation_split_keeps_the_last_epoch_at_the_best_validation_accuracy(t
     assert not all(torch.equal(kept[k], seen[3][k]) for k in kept if kept[k].is_floating_point())
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_store_train_each_cell_once(tmp_path):
     """Two CLI runs started together share the store: every cell is trained by exactly one of them."""
     results = tmp_path / "results"
@@ -308,6 +313,7 @@ def test_two_runs_on_one_store_train_each_cell_once(tmp_path):
     assert sorted(r.cell for r in load_records(results)) == expected
 
 
+@pytest.mark.slow
 def test_killed_run_is_finished_by_the_run_beside_it(tmp_path):
     """B finds the cell held by A and waits; A is SIGKILLed mid-cell; B takes the dead claim over and
     resumes the cell from A's checkpoint."""
@@ -336,6 +342,7 @@ def test_killed_run_is_finished_by_the_run_beside_it(tmp_path):
     assert record.resumed and not ckpt.exists()
 
 
+@pytest.mark.slow
 def test_workers_and_submitit_local_launcher(tmp_path, capsys):
     results = tmp_path / "results"
     base = ["run", "table1", "--scale", "smoke", "--results", str(results), "--no-progress"]

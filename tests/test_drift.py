@@ -1,11 +1,14 @@
 """`make drift` at smoke scale: PCM sweep points per trained cell, the figure and the table."""
 
+import pytest
+
 from benchmarks import runner
 from benchmarks.experiments import cells
 from cacim_core.noise import parse
 from figures import drift
 
 
+@pytest.mark.slow
 def test_drift_smoke_run_and_render(tmp_path):
     written = runner.run("drift", "smoke", results=tmp_path, progress=False)
     assert len(written) == len(cells("drift", "smoke")) == 4

@@ -37,6 +37,7 @@ def _trainings(log: Path) -> list[str]:
     return log.read_text().split()[::2] if log.is_file() else []
 
 
+@pytest.mark.slow
 def test_kill_inside_the_record_write_loses_no_training(tmp_path):
     """SIGKILL with the record's .tmp fsync'd but not renamed: no record, but the checkpoint is still there,
     so the rerun resumes (no retraining), removes the dead writer's .tmp, and writes the record once."""
@@ -58,6 +59,7 @@ def test_kill_inside_the_record_write_loses_no_training(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_full_disk_at_the_record_is_one_line_and_resumable(tmp_path):
     """ENOSPC at the record's fsync: one line naming the fix, exit 2, no record, no .tmp, the checkpoint
     kept; after space is freed the rerun resumes from it."""
@@ -77,6 +79,7 @@ def test_full_disk_at_the_record_is_one_line_and_resumable(tmp_path):
     assert record.resumed
 
 
+@pytest.mark.slow
 def test_a_cell_finished_between_check_and_claim_is_not_trained_again(tmp_path):
     """Run A finds the record missing and is held before its claim; run B trains the cell and writes it;
     A then claims, sees the record, and neither trains nor fails (it used to train it a second time and
@@ -98,6 +101,7 @@ def test_a_cell_finished_between_check_and_claim_is_not_trained_again(tmp_path):
     assert record.cell == cell.id
 
 
+@pytest.mark.slow
 def test_an_unreadable_stale_claim_is_taken_over(tmp_path):
     """A run killed between creating its claim and writing it leaves a 0-byte claim: once it is older than
     the heartbeat timeout the next run takes it over (it used to wait forever in silence)."""
@@ -124,6 +128,7 @@ def test_claims_unit_fresh_unreadable_is_live_stale_is_taken(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_a_waiting_run_says_who_holds_the_cell_and_takes_a_dead_heartbeat_over(tmp_path):
     """A claim from another host whose heartbeat stops once the run has planned: the waiting run names its
     holder and when it takes it over, then does so after the heartbeat timeout (5 s here)."""
@@ -160,6 +165,7 @@ def test_a_waiting_run_says_who_holds_the_cell_and_takes_a_dead_heartbeat_over(t
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_sigterm_and_sigint_stop_with_one_line_and_release_the_claim(tmp_path, sig, code):
     results, cell = tmp_path / "results", _cell()
     claim = claim_path(results, "killtest", "smoke", cell.id)
@@ -178,6 +184,7 @@ def test_sigterm_and_sigint_stop_with_one_line_and_release_the_claim(tmp_path, s
     assert "Traceback" not in err and not claim.exists()
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_reported_and_its_cell_taken_over(tmp_path):
     """--workers 2, and the first worker to start a cell is SIGKILLed: the run names it, the other worker
     trains that cell too, and every record is written once."""
@@ -226,6 +233,7 @@ def test_store_that_cannot_be_written_is_one_line_before_training(tmp_path, caps
     assert not list(tmp_path.glob("*/"))  # nothing created
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_set_aside_and_the_cell_trained_again(tmp_path):
     """A truncated checkpoint (a disk fault) used to end the run with torch's traceback at every rerun: it
     is now set aside under another name (kept for a look), one warning line says so, and the cell trains
@@ -250,6 +258,7 @@ def _epoch(ckpt: Path) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
 
 
+@pytest.mark.slow
 def test_kill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes(tmp_path):
     """SIGKILL with the 4th epoch checkpoint's .tmp fsync'd but not renamed: the 3rd is whole on disk; the
     rerun removes the dead writer's .tmp, resumes from epoch 3 (training starts twice in all, never from 0
@@ -274,6 +283,7 @@ def test_kill_inside_a_checkpoint_write_keeps_the_previous_one_and_resumes(tmp_p
     assert _trainings(log) == [cell.id, cell.id]
 
 
+@pytest.mark.slow
 def test_full_disk_at_a_checkpoint_is_one_line_and_resumes_from_the_last_whole_one(tmp_path):
     """ENOSPC at the 3rd epoch checkpoint's fsync: one line naming the fix, exit 2, no record, no .tmp,
     the 2nd checkpoint kept byte for byte and the claim released; the rerun resumes from it."""
@@ -294,6 +304,7 @@ def test_full_disk_at_a_checkpoint_is_one_line_and_resumes_from_the_last_whole_o
     assert record.resumed
 
 
+@pytest.mark.slow
 def test_full_disk_at_the_float_model_write_is_one_line_and_keeps_its_training(tmp_path):
     """ENOSPC as the trained float model is saved (its one-epoch checkpoint written just before): one line,
     exit 2, no float model file and no .tmp; the rerun finishes the float model from its checkpoint."""
@@ -308,6 +319,7 @@ def test_full_disk_at_the_float_model_write_is_one_line_and_keeps_its_training(t
     assert sorted(p.suffix for p in floats.iterdir()) == [".pt"] and len(load_records(results)) == 1
 
 
+@pytest.mark.slow
 def test_a_resumed_cell_reads_its_checkpoint_once(tmp_path, monkeypatch):
     """A killed cell's checkpoint is read once on resume (it used to be read twice: a readability check,
     then the training loop), and the cell resumes from it."""

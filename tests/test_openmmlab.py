@@ -12,6 +12,7 @@ import torch.nn.functional as F
 mmengine = pytest.importorskip(
     "mmengine", reason="the openmmlab extra is not installed (scripts/setup_openmmlab.sh .venv/bin/python)"
 )
+pytestmark = pytest.mark.openmmlab  # `make test-fast` leaves these out
 
 from mm_toy import ToyNet, toy_data  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402

@@ -105,6 +105,7 @@ def _simulated_verdicts(true: np.ndarray, sd: float, n: int, margin: float, adju
     return out
 
 
+@pytest.mark.slow
 def test_family_wise_false_better_rate_is_at_most_five_percent_under_holm():
     """2,000 all-null tables of 19 claims (Table 1 and Table 3 together): a false "better" in at most 5%
     (+ 3 Monte-Carlo SE), against about 1 - 0.95**19 = 62% without the adjustment."""
@@ -308,6 +309,7 @@ def _two_stage_rates(mu: float, sd: float, sims: int = 2000, n0: int = 3, cap: i
     return {"stein": stein / sims, "naive": naive / sims, "equivalent": equivalent / sims}
 
 
+@pytest.mark.slow
 def test_two_stage_seeds_keep_the_type_one_error_and_the_naive_retest_does_not():
     """Adaptive seeds at the issue's SD (0.35 pt, n0 = 3, cap 10): Stein's test says "different" at most 5%
     of the time under no difference (3 SE of Monte-Carlo slack), "equivalent" at most 5% at a true

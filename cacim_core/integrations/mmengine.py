@@ -88,8 +88,8 @@ torch.serialization.add_safe_globals(
         (_history_buffer_method, "builtins.getattr"),
         np.ndarray,
         np.dtype,
-        np._core.multiarray._reconstruct,
-        np._core.multiarray.scalar,
+        np._core.multiarray._reconstruct,  # type: ignore[attr-defined]  # numpy's stubs omit _core
+        np._core.multiarray.scalar,  # type: ignore[attr-defined]
         *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)},
     ]
 )
@@ -116,7 +116,7 @@ ORIGINAL = re.compile(r"\.parametrizations\.\w+\.original$")
 def unwrap(model: nn.Module) -> nn.Module:
     """The model that owns the weights: strips DDP-style wrappers and test-time-augmentation wrappers."""
     while hasattr(model, "module") and (is_model_wrapper(model) or isinstance(model, BaseTTAModel)):
-        model = model.module
+        model = model.module  # type: ignore[assignment]  # a wrapper's `module` is the wrapped Module
     return model
 
 
@@ -216,6 +216,8 @@ def coverage(model: nn.Module) -> str:
 
 class _TestSteps(nn.Module):
     """`model(batch)` as `calibrate_adc` calls it -> the mmengine model's `test_step(batch)`."""
+
+    model: Any  # an mmengine BaseModel: `test_step` is its own method, not a Module's
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

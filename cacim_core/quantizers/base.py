@@ -49,6 +49,10 @@ class Quantizer(nn.Module):
     #: multiple of the model's, weight decay (None: the model's).
     lr_scale: float = 1.0
     weight_decay: float | None = None
+    #: the name `@register` gave the class (the name records and tables use)
+    registered_name: ClassVar[str]
+    _levels: Tensor
+    _edges: Tensor
 
     def __init__(self, levels: int) -> None:
         super().__init__()
@@ -124,6 +128,7 @@ class LearnedQuantizer(Quantizer):
 
     kind: ClassVar[str] = "learned"
     refit_by_projection = False
+    fit_stats: Tensor
 
     def __init__(self, levels: int) -> None:
         super().__init__(levels)
@@ -171,7 +176,7 @@ class LearnedQuantizer(Quantizer):
 
 
 def _mark_fitted(module: nn.Module, incompatible_keys: object) -> None:
-    module._is_fitted = True
+    module.__dict__["_is_fitted"] = True  # a plain attribute; the hook's type says Module
 
 
 def check_weights(w: Tensor) -> None:
