@@ -8,6 +8,8 @@ CACIM_FAULT=<fault>         what to break, at which point of a run:
     enospc_record           the fsync of a record's .tmp fails with ENOSPC (disk full)
     kill_in_checkpoint_write  SIGKILL with a checkpoint's .tmp fsync'd, before its rename
     enospc_checkpoint       the fsync of a checkpoint's .tmp fails with ENOSPC (a cell's, or a float model's)
+    enospc_claim            writing a claim's JSON fails with ENOSPC (the claim file already created)
+    enospc_table            the fsync of a rendered table's .tmp fails with ENOSPC (tables.render)
     kill_in_training        SIGKILL this process as a cell starts training (a dead worker)
     pause_in_training       sleep 60 s as a cell starts training (a signal lands mid-cell)
 CACIM_FAULT_CELL=<cell id>  fire only for this cell (default: every cell)
@@ -32,6 +34,8 @@ FAULTS = {  # fault -> the point where it fires
     "enospc_record": "record_fsync",
     "kill_in_checkpoint_write": "checkpoint_rename",
     "enospc_checkpoint": "checkpoint_fsync",
+    "enospc_claim": "claim_write",
+    "enospc_table": "table_fsync",
     "kill_in_training": "training",
     "pause_in_training": "training",
 }

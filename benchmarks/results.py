@@ -126,28 +126,39 @@ def atomic_write(path: str | Path, data: bytes | memoryview | str, kind: str = "
     absent, never half-written, and a durable one survives a power cut. The file gets the user's umask
     (mkstemp would give 0600). The .tmp is named after its writer (host, pid): the next run removes those
     of dead writers (`sweep_litter`). `kind` ("record", "checkpoint") names benchmarks.faults' points."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_all({Path(path): data}, kind)[0]
+
+
+def atomic_write_all(files: dict[Path, bytes | memoryview | str], kind: str = "") -> list[Path]:
+    """`atomic_write` for a set of files that belong together (a table's md, tex and csv): every .tmp is
+    written and fsync'd before the first rename, so a failure (a full disk) leaves the old set whole."""
     owner = f"~{socket.gethostname()}~{os.getpid()}~"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{owner}", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
+    staged: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{owner}", suffix=".tmp")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                if kind:
+                    faults.hit(f"{kind}_fsync", path.stem, tmp)
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, path in staged:
             if kind:
-                faults.hit(f"{kind}_fsync", path.stem, tmp)
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask)
-        if kind:
-            faults.hit(f"{kind}_rename", path.stem, tmp)
-        os.replace(tmp, path)
+                faults.hit(f"{kind}_rename", path.stem, tmp)
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-    return path
+    for folder in {path.parent for _, path in staged}:
+        _fsync_dir(folder)
+    return [path for _, path in staged]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -558,8 +569,13 @@ class Claim:
                 if judged is not None and not _remove_stale(path, judged):
                     return None  # it turned fresh while we looked: a live claim
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": now_iso()}, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    faults.hit("claim_write", path.stem, str(path))
+                    json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": now_iso()}, f)
+            except BaseException:  # a full disk: an empty claim of ours would block the cell for stale_after
+                path.unlink(missing_ok=True)
+                raise
             claim = cls(path, heartbeat_s=stale_after / 10)
             claim._thread.start()
             return claim

@@ -599,7 +599,22 @@ def _run_submitit(pending: list[Cell], overwrite: set[str], ctx: Context, launch
             for cell in pending
         ]
     print(f"submitted {len(jobs)} job(s) to {launcher.kind}; logs in {folder}", file=sys.stderr)
-    return [record for job in jobs for record in (job.result() or [])]
+    records, failed = [], []
+    for cell, job in zip(pending, jobs, strict=True):
+        try:
+            records += job.result() or []
+        except Exception as exc:  # submitit's FailedJobError / UncompletedJobError: killed, timed out, raised
+            failed.append((cell, job, exc))
+    if failed:  # every job was waited for: the finished cells' records are in the store
+        cell, job, exc = failed[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = (lines[-1] if lines else type(exc).__name__)[:200]
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        raise SetupError(
+            f"{len(failed)} of {len(jobs)} job(s) failed: {cell.id} (job {job.job_id}: {why}; log "
+            f"{job.paths.stderr}){more}; {len(records)} finished cell(s) kept; rerun to resume the rest"
+        )
+    return records
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, *args: object) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from benchmarks.compare import PaperClaim, claim_lines, select
 from benchmarks.experiments import CONTROL, DIAGNOSES
-from benchmarks.results import atomic_write, load
+from benchmarks.results import atomic_write_all, load
 from benchmarks.stats import Interval, margin_for, paired_difference, per_seed, t_interval
 from benchmarks.two_stage import load_design
 
@@ -471,11 +471,12 @@ def render(
         notes += claim_lines(spec.claims, full if design else frame, margin, adjust, spec.unit, design)
         notes += provenance(pd.concat([select(frame, row.match) for row in spec.rows if row.match]))
     folder = Path(out) / scale
-    return [
-        atomic_write(folder / f"{spec.name}.md", to_markdown(spec, table, scale, notes)),
-        atomic_write(folder / f"{spec.name}.tex", to_latex(spec, table, scale)),
-        atomic_write(folder / f"{spec.name}.csv", to_csv(spec, cells, scale)),
-    ]
+    texts: dict[Path, str | bytes | memoryview] = {
+        folder / f"{spec.name}.md": to_markdown(spec, table, scale, notes),
+        folder / f"{spec.name}.tex": to_latex(spec, table, scale),
+        folder / f"{spec.name}.csv": to_csv(spec, cells, scale),
+    }
+    return atomic_write_all(texts, kind="table")  # the three whole, or the old three kept
 
 
 def _paired(claim: PaperClaim, frame: pd.DataFrame) -> bool:
@@ -510,6 +511,13 @@ def main(argv: list[str] | None = None) -> int:
             paths = render(spec, args.scale, args.results, args.out, args.margin, not args.no_adjust)
         except ValueError as exc:  # e.g. a selection matching two cells per seed
             print(f"error: {spec.name}: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # a full disk, a read-only --out: the old md/tex/csv are kept whole
+            print(
+                f"error: {spec.name}: cannot write {exc.filename or args.out}: {exc.strerror or exc}; free "
+                "space or pass a writable --out (the tables already there are unchanged)",
+                file=sys.stderr,
+            )
             return 2
         for path in paths:
             print(f"wrote {path}")
