@@ -19,10 +19,24 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from benchmarks.results import CELL_COLUMNS, SWEEP_COLUMNS
 from benchmarks.stats import Interval, PairedTest, Verdict, margin_for, paired_test, per_seed, verdicts
 
 if TYPE_CHECKING:
     from benchmarks.two_stage import Design
+
+#: What a selection may name: a record's cell columns, and a sweep point's (`load_sweeps`).
+SELECTABLE = (*CELL_COLUMNS, *SWEEP_COLUMNS)
+
+
+def _methods(frame: pd.DataFrame) -> list[str]:
+    """Registered quantizers, the control arm, and any method with records (a plugin's, not loaded here)."""
+    from benchmarks.experiments import CONTROL
+    from cacim_core import quantizers
+
+    stored = set(frame["method"].dropna()) if "method" in frame else set()
+    return sorted({*quantizers.names(), CONTROL, *stored})
+
 
 # the fields that make two cells of different methods comparable
 COLUMN_FIELDS = ("arch", "levels", "first_last", "noise_train", "noise_eval", "noise_eval_file", "init")
@@ -46,7 +60,18 @@ class Comparison:
 
 
 def select(frame: pd.DataFrame, match: dict[str, object]) -> pd.DataFrame:
-    """The records whose fields equal `match` (none when the records lack one of its fields)."""
+    """The records whose fields equal `match`. A field no record can have (a misspelt one in a table spec),
+    or a method neither registered nor stored, is an error naming the known ones, never a silent "not run"
+    row; a known field or an option (`opt_*`) the records lack (empty store, older records) selects none."""
+    unknown = [k for k in match if k not in frame and k not in SELECTABLE and not k.startswith("opt_")]
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {', '.join(map(repr, unknown))} in selection {match}; known: "
+            f"{', '.join(SELECTABLE)} and opt_<option>"
+        )
+    if "method" in match and match["method"] not in (known := _methods(frame)):
+        method = match["method"]
+        raise ValueError(f"unknown method {method!r} in selection {match}; known: {', '.join(known)}")
     mask = pd.Series(True, index=frame.index)
     for key, value in match.items():
         if key not in frame:

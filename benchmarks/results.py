@@ -81,8 +81,8 @@ class Record:
     noise_train: float
     noise_eval: float
     metrics: dict[str, Metric]
-    init: str = "pretrained"
     noise_eval_file: str = ""
+    init: str = "pretrained"
     options: dict[str, Any] = field(default_factory=dict)
     sweep: list[SweepPoint] = field(default_factory=list)
     refits: dict[str, int] = field(default_factory=dict)
@@ -453,11 +453,13 @@ def load_records(
     return records
 
 
-CELL_COLUMNS = (
-    "experiment", "cell", "scale", "seed", "arch", "model", "dataset", "method", "levels", "first_last",
-    "noise_train", "noise_eval", "noise_eval_file", "init", "dataset_fingerprint", "code_version",
-    "source_hash", "device", "precision", "world_size", "wall_time_s", "finished_at",
-)  # fmt: skip
+#: Record fields that are not one scalar column of `load`'s frame: metrics become `<name>`, `<name>_std`,
+#: `<name>_n`; options `opt_<name>`; refits their sum.
+_NOT_COLUMNS = frozenset({"metrics", "options", "sweep", "refits", "recipe", "resumed", "schema"})
+#: The frame's cell columns, in the Record's field order: the schema is the Record, written once.
+CELL_COLUMNS = tuple(f.name for f in fields(Record) if f.name not in _NOT_COLUMNS)
+#: What `load_sweeps` adds to the cell columns, one row per (sweep point, metric).
+SWEEP_COLUMNS = ("noise_samples", "test_noise", "adc_bits", "tile", "metric", "mean", "std", "n")
 
 
 def load(
@@ -509,7 +511,7 @@ def load_sweeps(experiment: str, scale: str, root: str | Path = "results", skip_
                         "n": m.n,
                     }
                 )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else [*CELL_COLUMNS, *SWEEP_COLUMNS])
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -266,23 +266,22 @@ def init_distributed(ctx: Context) -> None:
     ctx.rank, ctx.world = dist.get_rank(), dist.get_world_size()
 
 
+#: The Record fields copied from its Cell as they are (both dataclasses name them; the schema is written
+#: once in each, and this is their intersection, not a third list). Converted, not copied: `options` (pairs
+#: -> dict), `sweep` (conditions -> measured points), `recipe` (-> its declared dict).
+FROM_CELL = tuple(
+    f.name
+    for f in fields(Record)
+    if f.name in {g.name for g in fields(Cell)} - {"options", "sweep", "recipe"}
+)
+
+
 def make_record(cell: Cell, outcome: Outcome, ctx: Context) -> Record:
     return Record(
-        experiment=cell.experiment,
+        **{name: getattr(cell, name) for name in FROM_CELL},
         cell=cell.id,
         scale=ctx.scale,
-        seed=cell.seed,
-        arch=cell.arch,
-        model=cell.model,
-        dataset=cell.dataset,
-        method=cell.method,
-        levels=cell.levels,
-        first_last=cell.first_last,
-        noise_train=cell.noise_train,
-        noise_eval=cell.noise_eval,
         metrics=outcome.metrics,
-        init=cell.init,
-        noise_eval_file=cell.noise_eval_file,
         options=dict(cell.options),
         sweep=outcome.sweep,
         refits=outcome.refits,

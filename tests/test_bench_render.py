@@ -338,3 +338,27 @@ def test_a_spread_note_gives_what_the_diagnosis_run_read_for_the_same_seeds(tmp_
     )
     (alone,) = spread_notes(spec, frame)
     assert "With" not in alone
+
+
+@pytest.mark.parametrize(
+    "match, named",
+    [({"method": "lloyd", "firstlast": "fp"}, "'firstlast'"), ({"method": "loyd"}, "unknown method 'loyd'")],
+)
+def test_a_misspelt_field_or_method_in_a_spec_fails_naming_it(tmp_path, capsys, match, named):
+    """A typo in a row's selection was an empty "not run" row; now it is an error naming the field (and the
+    known ones), for an empty store as for a full one, through render and through its CLI (one line)."""
+    results = tmp_path / "results"
+    spec = TableSpec(
+        name="toy",
+        title="Toy",
+        experiment="toy",
+        columns=(Column("Quan", ("top1",)),),
+        rows=(Row("Ours", match),),
+    )
+    with pytest.raises(ValueError, match=named) as empty:
+        render(spec, "proxy", results, tmp_path / "out")
+    assert "first_last" in str(empty.value) or "lloyd" in str(empty.value)  # the known ones are listed
+    write_record(results, make_record("s0", experiment="toy", scale="proxy", top1=80.0))
+    with pytest.raises(ValueError, match=named):
+        render(spec, "proxy", results, tmp_path / "out")
+    assert not (tmp_path / "out" / "proxy" / "toy.md").exists()  # nothing half-written
