@@ -1,4 +1,5 @@
-"""`quantize_model(model, config)`: attach a quantizer and weight noise to every selected Conv/Linear layer.
+"""`quantize_model(model, config)`: attach a quantizer and weight noise to every selected Conv, Linear and
+Embedding layer.
 
 One mechanism: a torch parametrization on `.weight`, so the float weights stay the trained parameters
 (`parametrizations.weight.original`), every access of `.weight` returns the quantized (noisy) weights, and
@@ -22,7 +23,12 @@ from . import quantizers
 from .device import Tile, attach_adc, check_tile, tiled_noise
 from .noise import NoiseModel
 
-LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: layers whose weight is a crossbar matrix-vector product (BatchNorm folding, per-tile ADCs)
+MAC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: every layer type quantize_model quantizes. An Embedding is a crossbar read by a one-hot input (the token's
+#: row): its levels are fitted on the whole table, it gets the same straight-through forward and device noise
+#: as the others (per-channel quantizers, LQ-Net's, fit one basis per table row, i.e. per token)
+LAYER_TYPES = (*MAC_TYPES, nn.Embedding)
 log = logging.getLogger("cacim_core")
 FIRST_LAST = ("quantize", "fp", "8bit")
 NoiseFn = Callable[[Tensor, "torch.Generator | None"], Tensor]
@@ -243,7 +249,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, example_input: object 
         fold_batchnorm(model)
     plan = selection(model, config, example_input)
     if not plan:  # selection has an entry for every Conv/Linear layer
-        raise ValueError("model has no Conv or Linear layer to quantize")
+        raise ValueError("model has no Conv, Linear or Embedding layer to quantize")
     selected = 0
     for name, module in model.named_modules():
         if plan.get(name) not in (ANALOG, DIGITAL):
@@ -262,7 +268,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, example_input: object 
         quantizers.base.fit_checked(quantizer, weight, name)
         param = QuantizedWeight(quantizer, noise, config, analog)
         parametrize.register_parametrization(module, "weight", param)
-        if analog and config.bias_range_match and module.bias is not None:
+        if analog and config.bias_range_match and getattr(module, "bias", None) is not None:
             parametrize.register_parametrization(module, "bias", BiasColumn(module, param))
         if analog and config.adc_bits is not None:
             attach_adc(module, config.adc_bits)
@@ -353,7 +359,7 @@ def selection(model: nn.Module, config: QuantConfig, example_input: object = Non
 def coverage(model: nn.Module, plan: dict[str, str] | None = None) -> list[dict]:
     """One row per module that owns weight matrices (parameters of 2+ dims): name, type, status, weights
     count. A quantized layer's weights are its float parameter; a type quantize_model does not handle
-    (Embedding, MultiheadAttention's in_proj, RNN/LSTM/GRU, ConvTranspose) is "float: unsupported type"."""
+    (MultiheadAttention's in_proj, RNN/LSTM/GRU, ConvTranspose) is "float: unsupported type"."""
     plan = plan or {}
     rows = []
     for name, module in model.named_modules():
@@ -489,7 +495,7 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
             continue
         src = node.args[0]
         layer = modules.get(src.target) if getattr(src, "op", None) == "call_module" else None
-        if not isinstance(layer, LAYER_TYPES) or len(src.users) != 1:
+        if not isinstance(layer, MAC_TYPES) or len(src.users) != 1:
             continue
         if parametrize.is_parametrized(layer):
             raise ValueError("fold_batchnorm must run before quantize_model (use QuantConfig.fold_bn=True)")

@@ -87,9 +87,9 @@ class _Mixed(nn.Module):
 
 
 def test_layers_left_float_are_named_and_the_share_is_counted(caplog):
-    """Embedding, MultiheadAttention's in_proj, LSTM and ConvTranspose used to stay float without a word:
-    quantize_model warns with their names, and summary() gives every layer's status and the quantized
-    share of the weight-matrix entries (computed here from the modules' own parameters)."""
+    """MultiheadAttention's in_proj, LSTM and ConvTranspose used to stay float without a word: quantize_model
+    warns with their names (an Embedding is quantized), and summary() gives every layer's status and the
+    quantized share of the weight-matrix entries (computed here from the modules' own parameters)."""
     import logging
 
     from cacim_core import coverage, summary
@@ -98,18 +98,19 @@ def test_layers_left_float_are_named_and_the_share_is_counted(caplog):
     with caplog.at_level(logging.INFO, logger="cacim_core"):
         quantize_model(model, QuantConfig(levels=3))
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and all(n in warned[0] for n in ("embed", "attn", "rnn", "up"))
+    assert len(warned) == 1 and all(n in warned[0] for n in ("attn", "rnn", "up"))
+    assert "embed" not in warned[0]
     rows = {r["name"]: r for r in coverage(model)}
     assert rows["head"]["status"] == "quantized (analog)" and rows["attn.out_proj"]["status"].startswith(
         "quant"
     )
-    assert (
-        rows["embed"]["status"] == "float: unsupported type" and rows["attn"]["type"] == "MultiheadAttention"
-    )
+    assert rows["embed"]["status"] == "quantized (analog)" and rows["attn"]["type"] == "MultiheadAttention"
     assert rows["head"]["type"] == "Linear"
     assert {r["name"]: r["type"] for r in coverage(copy.deepcopy(model))}["head"] == "Linear"
     matrices = [p for n, p in _Mixed().named_parameters() if p.dim() >= 2]
-    quantized = model.head.parametrizations.weight.original.numel() + model.attn.out_proj.weight.numel()
+    quantized = sum(
+        m.parametrizations.weight.original.numel() for m in (model.head, model.attn.out_proj, model.embed)
+    )
     total = sum(p.numel() for p in matrices)
     assert sum(r["weights"] for r in rows.values()) == total
     assert (
