@@ -87,7 +87,8 @@ compare: $(if $(filter table4 table4_one_stage table5,$(TABLE)),setup,core)
 		$(if $(MARGIN),--margin $(MARGIN))
 
 .PHONY: robustness
-# Accuracy vs test-time noise, ADC bits, stuck devices and crossbar tile size (README: Beyond the paper);
+# Accuracy vs test-time noise, ADC bits, stuck devices, crossbar tile size, IR drop x tile size and DAC bits
+# (README: Beyond the paper, Device models);
 # figures/out/<scale>/robustness*.png/.pdf and robustness.csv
 robustness: core
 	$(RUN) robustness $(RUN_FLAGS)

@@ -1,6 +1,6 @@
 """cacim_core: generalized (Lloyd) weight quantization and noise-aware training for analog CIM."""
 
-from . import measured, noise, pcm, quantizers  # importing registers the noise models
+from . import circuit, measured, noise, pcm, quantizers  # importing registers the noise models
 from .convert import (
     QuantConfig,
     QuantizedWeight,
@@ -20,6 +20,7 @@ __all__ = [
     "NoisyResult",
     "QuantConfig",
     "QuantizedWeight",
+    "circuit",
     "coverage",
     "export",
     "measured",

@@ -270,8 +270,8 @@ def quantize_model(model: nn.Module, config: QuantConfig, example_input: object 
         parametrize.register_parametrization(module, "weight", param)
         if analog and config.bias_range_match and getattr(module, "bias", None) is not None:
             parametrize.register_parametrization(module, "bias", BiasColumn(module, param))
-        if analog and config.adc_bits is not None:
-            attach_adc(module, config.adc_bits)
+        if analog and (config.adc_bits is not None or getattr(noise, "input_bits", None) is not None):
+            attach_adc(module, config.adc_bits)  # bits None: the input DAC of a "dac:bits=b" noise only
         selected += 1
     if selected == 0:
         why = sorted(set(plan.values()))

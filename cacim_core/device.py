@@ -7,6 +7,8 @@ The read-out side lives here too: a b-bit ADC that digitises each crossbar layer
 are split into crossbar tiles (`QuantConfig.tile`, or `set_tile` on a quantized model): each tile has its
 own conductance scale (its noise is drawn with the tile's max|W_q|, `tiled_noise`) and its own ADC on its
 partial sums, added digitally.
+The write-in side too: a DAC on each analog layer's input (`DAC`), whose bits come from the active noise
+spec's "dac:bits=b" part (`cacim_core.circuit.DACInput`) and whose range `calibrate_adc` sets with the ADCs'.
 Also here: the `stuck` noise model (cells stuck at G_min or G_max).
 """
 
@@ -150,6 +152,81 @@ class ADC(nn.Module):
         return f"bits={self.bits}, range={float(self.range):.4g}"
 
 
+class DAC(nn.Module):
+    """The input DAC of an analog layer: a uniform grid over a calibrated range, straight-through gradient.
+
+    The range r is calibrated like the ADC's (mean over batches of the `quantile` of |x|); inputs that were
+    all >= 0 in calibration (after a ReLU) get the unsigned grid of 2^b codes on [0, r] (step r / (2^b - 1)),
+    others the signed mid-tread grid of 2^(b-1) - 1 codes each side of 0 on [-r, r] (like `ADC`); beyond
+    the range an input saturates. The bits are given per call (the active noise spec's DAC part), so one
+    calibration serves every DAC resolution of a sweep. Buffers are not persistent: recalibrate after load.
+    """
+
+    def __init__(self, quantile: float = 0.999) -> None:
+        super().__init__()
+        if not 0 < quantile <= 1:
+            raise ValueError(f"DAC quantile must be in (0, 1], got {quantile}")
+        self.quantile = quantile
+        self.register_buffer("range", torch.zeros(()), persistent=False)
+        self.register_buffer("low", torch.zeros(()), persistent=False)  # smallest input seen
+        self.register_buffer("batches", torch.zeros((), dtype=torch.long), persistent=False)
+        self.observing = False
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.low < 0)
+
+    @torch.no_grad()
+    def observe(self, x: Tensor) -> None:
+        a = x.detach().abs().flatten().float()
+        if a.numel() > 1 << 24:  # torch.quantile's input limit: a fixed strided subsample
+            a = a[:: a.numel() // (1 << 23) + 1]
+        stat = torch.quantile(a, self.quantile).to(self.range)
+        self.range.mul_(self.batches / (self.batches + 1)).add_(stat / (self.batches + 1))
+        self.low.copy_(torch.minimum(self.low, x.detach().min().to(self.low)))
+        self.batches += 1
+
+    def forward(self, x: Tensor, bits: int) -> Tensor:
+        if self.batches == 0:
+            raise RuntimeError(
+                "DAC range is not calibrated: call cacim_core.device.calibrate_adc(model, batches) first"
+            )
+        steps = 2 ** (bits - 1) - 1 if self.signed else 2**bits - 1
+        if steps < 1:
+            raise ValueError(f"a DAC on signed inputs needs bits >= 2, got dac:bits={bits}")
+        r = self.range.to(x).clamp_min(torch.finfo(x.dtype).tiny)
+        low = -r if self.signed else torch.zeros_like(r)
+        codes = torch.round(torch.maximum(torch.minimum(x.detach(), r), low) / r * steps)
+        return x + (codes * (r / steps) - x).detach()
+
+    def extra_repr(self) -> str:
+        return f"range={float(self.range):.4g}, signed={self.signed}"
+
+
+def input_bits(layer: nn.Module) -> int | None:
+    """The DAC bits of the noise a layer's forward sees now (as `QuantizedWeight.perturb` picks it)."""
+    for p in _params(layer):
+        if not getattr(p, "analog", False):
+            continue
+        if p.eval_noise is not None and not p.training:
+            noise = p.eval_noise[0]
+        else:
+            noise = p.noise if p.training else None
+        return getattr(noise, "input_bits", None)
+    return None
+
+
+def _dac_hook(module: nn.Module, inputs: tuple) -> tuple | None:
+    dac = module._modules.get("dac")
+    if dac is None or not inputs[0].is_floating_point():  # an Embedding's indices are no analog input
+        return None
+    if dac.observing:
+        dac.observe(inputs[0])
+        return None
+    bits = input_bits(module)
+    return None if bits is None else (dac(inputs[0], bits), *inputs[1:])
+
+
 def _adc_hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
     adc = module._modules.get("adc")
     if adc is not None:
@@ -172,12 +249,17 @@ def attach_adc(layer: nn.Module, bits: int | None, quantile: float = 0.999) -> N
     """Put fresh (uncalibrated) b-bit ADCs on `layer`'s output, replacing any; bits=None removes them.
 
     A layer quantized with `QuantConfig.tile` gets one ADC per tile on its partial sums (`tiled_forward`).
+    Either way the layer gets the converter hooks and a fresh input DAC (`DAC`, used only when the noise
+    spec has a "dac:bits=b" part), calibrated with the ADCs by `calibrate_adc`.
     """
     layer._modules.pop("adc", None)
     layer._modules.pop("tile_adcs", None)
+    device = next(layer.parameters()).device
+    layer.dac = DAC(quantile).to(device=device)
+    if _dac_hook not in layer._forward_pre_hooks.values():
+        layer.register_forward_pre_hook(_dac_hook)
     if bits is None:
         return
-    device = next(layer.parameters()).device
     tile = next((p.tile for p in _params(layer) if getattr(p, "tile", None) is not None), None)
     if tile is None:
         layer.adc = ADC(bits, quantile).to(device=device)
@@ -304,12 +386,13 @@ def _params(module: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def calibrate_adc(model: nn.Module, batches: Iterable[Tensor]) -> int:
-    """Set every ADC's range from the model's outputs on `batches` (inputs only), in eval mode, noise-free.
+    """Set every ADC's range from the model's outputs on `batches` (inputs only), in eval mode, noise-free,
+    and every input DAC's from the layers' inputs on the same forwards.
 
     Call after quantize_model (or set_adc) and again after training has moved the weights. Returns how many
     batches were seen; an empty iterable is an error, as an ADC without a range cannot convert.
     """
-    adcs = [m for m in model.modules() if isinstance(m, ADC)]
+    adcs = [m for m in model.modules() if isinstance(m, (ADC, DAC))]
     if not adcs:
         raise ValueError("model has no ADC: set QuantConfig.adc_bits or call cacim_core.device.set_adc")
     was_training = model.training
@@ -318,6 +401,8 @@ def calibrate_adc(model: nn.Module, batches: Iterable[Tensor]) -> int:
         adc.range.zero_()
         adc.batches.zero_()
         adc.observing = True
+        if isinstance(adc, DAC):
+            adc.low.zero_()
     seen = 0
     try:
         for x in batches:

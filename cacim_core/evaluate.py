@@ -83,6 +83,12 @@ def weight_noise(
     """
     replace, replacement = resolve(noise, delta, mean, noise_fn)
     layers = quantized_layers(model)
+    if replace and getattr(replacement, "input_bits", None) is not None:
+        if not any(hasattr(module, "dac") for _, module, p in layers if p.analog):
+            raise ValueError(
+                f"noise {replacement.spec!r} has an input DAC but the model has none: call "
+                "cacim_core.device.set_adc(model, bits or None), then calibrate_adc(model, batches)"
+            )
     try:
         for index, (_, module, p) in enumerate(layers):
             layer_noise = (replacement if p.analog else None) if replace else p.noise

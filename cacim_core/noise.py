@@ -5,11 +5,14 @@ A noise model is one object, built once from a spec at the edge (`parse`) and pa
 `wq` (a layer, or one crossbar tile of it); `active` says whether it does anything; `spec` is a stable
 string that `parse` reads back (it goes into records and cell ids). Models are registered by name in
 `NOISES`: "gaussian" (NATS, here), "measured" and "fitted" (`cacim_core.measured`), "pcm"
-(`cacim_core.pcm`) and "stuck" (`cacim_core.device`).
+(`cacim_core.pcm`), "stuck" (`cacim_core.device`), and the circuit effects "irdrop", "dac" and "slice"
+(`cacim_core.circuit`).
 
 Specs `parse` accepts: None, 0 or "none" (no noise); a float (the NATS delta); "name" or "name:key=value,..."
 (e.g. "gaussian:delta=0.02,mean=0.01", "pcm:t=86400", "measured:path=chip.csv"); a dict
-{"type": "pcm", "t": 3600}; a built noise object; or any callable `(wq, generator) -> noise`.
+{"type": "pcm", "t": 3600}; a built noise object; or any callable `(wq, generator) -> noise`. Models
+compose with "+", applied left to right to the weights (`Composed`): "gaussian:delta=0.02+irdrop:r=0.35"
+is a noisy programmed tile read through resistive lines.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -117,6 +121,52 @@ class FunctionNoise(NoiseModel):
         return f"function:{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
+@dataclass(frozen=True)
+class Composed(NoiseModel):
+    """Device models applied in turn: w_k = w_(k-1) + part_k(w_(k-1)); the noise is w_last - w_0.
+
+    Order matters where a part depends on the conductances it is given (programming noise, then IR drop
+    of the noisy tile). Each part draws from the one generator in order. At most one part sets the DAC.
+    """
+
+    parts: tuple[NoiseModel, ...]
+    name: ClassVar[str] = "composed"
+
+    def __post_init__(self) -> None:
+        if sum(getattr(p, "input_bits", None) is not None for p in self.parts) > 1:
+            raise ValueError(f"noise spec {self.spec!r} sets the DAC twice: keep one 'dac:bits=...' part")
+
+    def __call__(self, wq: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        w = wq
+        for part in self.parts:
+            w = w + part(w, generator)
+        return w - wq
+
+    @property
+    def active(self) -> bool:
+        return any(p.active for p in self.parts)
+
+    @property
+    def input_bits(self) -> int | None:
+        """The DAC bits of its DAC part (`cacim_core.circuit.DACInput`), None without one."""
+        return next((p.input_bits for p in self.parts if getattr(p, "input_bits", None) is not None), None)
+
+    @property
+    def spec(self) -> str:
+        return "+".join(p.spec for p in self.parts)
+
+    def describe(self) -> str:
+        return " then ".join(p.describe() for p in self.parts)
+
+
+_PLUS = re.compile(r"\+(?=\s*[A-Za-z])")  # a "+" before a name; "1e+16" inside a number stays
+
+
+def parts(text: str) -> list[NoiseModel]:
+    """Every part of a "+"-composed spec string as built, inactive ones included (r=0, delta 0)."""
+    return [_from_string(piece) for piece in _PLUS.split(text)]
+
+
 def parse(spec: Any) -> NoiseModel | None:
     """The one place a noise spec becomes a noise object; None when it adds no noise (None, 0, delta 0)."""
     if spec is None:
@@ -132,7 +182,10 @@ def parse(spec: Any) -> NoiseModel | None:
     elif isinstance(spec, str):
         if spec.strip().lower() in ("", "none"):  # what `spec_of` writes for no noise
             return None
-        model = _from_string(spec)
+        built = [p for p in parts(spec) if p.active]
+        if not built:
+            return None
+        model = built[0] if len(built) == 1 else Composed(tuple(built))
     elif isinstance(spec, dict):
         kwargs = dict(spec)
         if "type" not in kwargs:

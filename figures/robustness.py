@@ -1,9 +1,11 @@
-"""Robustness curves from the results store: top-1 vs test-time weight noise, ADC bits, stuck devices and
-crossbar tile size.
+"""Robustness curves from the results store: top-1 vs test-time weight noise, ADC bits, stuck devices,
+crossbar tile size, IR drop (line resistance, one figure per tile size) and input DAC bits.
 
 `python -m figures.robustness --scale proxy` writes figures/out/<scale>/robustness.{png,pdf} (noise), one
-robustness_<axis>.{png,pdf} per other axis (adc, stuck, tile, tile_adc) and robustness.csv (every plotted
-point, its band, seeds and draws). Rows: Lloyd at each training noise and with HA-SGD; every quantizer
+robustness_<axis>.{png,pdf} per other axis (adc, stuck, tile, tile_adc, dac, and irdrop_<rows> per tile
+size) and robustness.csv (every plotted point, its band, seeds and draws; an IR-drop point's x is the line
+resistance in ohm, 0 the tile axis's point of the same tile and noise; a DAC point's x its bits, inf the
+ADC axis's point without a DAC). Rows: Lloyd at each training noise and with HA-SGD; every quantizer
 trained at the comparison noise. Columns: 3, 4, 8 levels. Bands: 95% CI over seeds, or +- std over one
 run's noise draws (chips). The tile axes put the whole layer (the untiled point of the same test condition)
 beside the tiled points; in the CSV its x is inf, a tile's x its rows (= cols).
@@ -23,7 +25,7 @@ from benchmarks.experiments.robustness import COMPARE_NOISE
 from benchmarks.results import atomic_write, load
 from benchmarks.stats import t_interval
 from cacim_core import quantizers
-from cacim_core.noise import parse
+from cacim_core.noise import GaussianNoise, parse, parts, spec_of
 from figures import store, style
 
 AXES = {
@@ -32,7 +34,10 @@ AXES = {
     "stuck": "devices stuck (%)",
     "tile": "crossbar tile (rows = cols)",
     "tile_adc": "crossbar tile (rows = cols)",
+    "dac": "input DAC bits",
+    "irdrop": "line resistance (ohm per cell)",
 }
+CATEGORICAL = ("tile", "tile_adc", "dac", "irdrop")  # evenly spaced x, the reference point labelled
 WHOLE = float("inf")  # the tile axes' x for the whole layer (no tiling)
 ROWS = ("training noise / HA-SGD (lloyd)", f"quantizers, trained at {COMPARE_NOISE:.0%}")
 
@@ -50,6 +55,31 @@ def _stuck_percent(spec: object) -> float | None:
     return 100 * (model.gmin + model.gmax) if model is not None and hasattr(model, "gmax") else None
 
 
+def circuit(spec: object) -> tuple[float | None, int | None, str]:
+    """(IR-drop ohm, DAC bits, the spec without them) of a sweep point's noise; None where absent."""
+    if not isinstance(spec, str):
+        return None, None, spec_of(spec)
+    built = parts(spec)
+    wire = next((float(p.r) for p in built if p.name == "irdrop"), None)
+    bits = next((int(p.bits) for p in built if p.name == "dac"), None)
+    rest = "+".join(p.spec for p in built if p.name not in ("irdrop", "dac") and p.active)
+    return wire, bits, rest or "none"
+
+
+def _kind(axis: str) -> tuple[str, int | None]:
+    """("irdrop", rows) for an IR-drop axis "irdrop_<rows>", else (axis, None)."""
+    if axis.startswith("irdrop_"):
+        return "irdrop", int(axis.removeprefix("irdrop_"))
+    return axis, None
+
+
+def axes(sweeps: pd.DataFrame) -> list[str]:
+    """The plain axes, then one IR-drop axis per tile size the store has IR-drop points for."""
+    wires = [t for spec, t in zip(sweeps["test_noise"], sweeps["tile"], strict=True) if circuit(spec)[0]]
+    rows = sorted({int(t[0]) for t in wires if isinstance(t, tuple)})
+    return [a for a in AXES if a != "irdrop"] + [f"irdrop_{r}" for r in rows]
+
+
 def _method_label(method: str, levels: int) -> str:
     """The method, and the level count it really uses where that differs (APoT's 2^b - 1)."""
     used = quantizers.build(method, int(levels)).effective_levels if method in quantizers.names() else levels
@@ -64,16 +94,46 @@ def _condition(point: pd.Series) -> tuple[str, int | None]:
 def tile_condition(sweeps: pd.DataFrame, axis: str) -> tuple[str, int | None] | None:
     """The one (test noise, ADC bits) of the tile axis (`tile`: no ADC, `tile_adc`: with one); None if the
     store has no such points (records from before the tile axis)."""
-    tiled = sweeps[sweeps["tile"].notna() & (sweeps["adc_bits"].isna() == (axis == "tile"))]
+    plain = pd.Series([circuit(v)[:2] == (None, None) for v in sweeps["test_noise"]], index=sweeps.index)
+    tiled = sweeps[plain & sweeps["tile"].notna() & (sweeps["adc_bits"].isna() == (axis == "tile"))]
     found = {_condition(p) for _, p in tiled.iterrows()}
     if len(found) > 1:
         raise ValueError(f"the {axis} axis was measured at several test conditions {sorted(found, key=str)}")
     return found.pop() if found else None
 
 
+def _circuit_points(top1: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """An IR-drop or DAC axis: its points and their reference (r = 0: the same tile and noise; no DAC: the
+    same ADC and noise), which another axis measured; x the ohm or bits (inf: no DAC)."""
+    kind, rows = _kind(axis)
+    found = [circuit(v) for v in top1["test_noise"]]
+    wire, bits, rest = ([f[i] for f in found] for i in range(3))
+    top1 = top1.assign(wire=wire, dac=bits, rest=rest)
+    if kind == "irdrop":
+        tiled = pd.Series(
+            [isinstance(t, tuple) and int(t[0]) == rows for t in top1["tile"]], index=top1.index
+        )
+        points = top1[tiled & top1["wire"].notna() & top1["dac"].isna()]
+        refs = top1[tiled & top1["wire"].isna() & top1["dac"].isna()]
+        x, ref_x = points["wire"], 0.0
+    else:
+        points = top1[top1["dac"].notna() & top1["wire"].isna() & top1["tile"].isna()]
+        refs = top1[top1["dac"].isna() & top1["wire"].isna() & top1["tile"].isna()]
+        x, ref_x = points["dac"], WHOLE
+    conditions = set(zip(points["rest"], points["adc_bits"].fillna(-1), strict=True))
+    if len(conditions) > 1:
+        raise ValueError(f"the {axis} axis was measured at several test conditions {sorted(conditions)}")
+    keep = [(r, a) in conditions for r, a in zip(refs["rest"], refs["adc_bits"].fillna(-1), strict=True)]
+    return pd.concat([points.assign(x=x.astype(float)), refs[keep].assign(x=ref_x)])
+
+
 def select(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
     """The top-1 sweep points of one axis, with their x."""
     top1 = sweeps[sweeps["metric"] == "top1"].copy()
+    if _kind(axis)[0] in ("irdrop", "dac"):
+        points = _circuit_points(top1, axis)
+        return points if points["x"].ne(WHOLE if axis == "dac" else 0.0).any() else points.iloc[:0]
+    top1 = top1[[circuit(v)[:2] == (None, None) for v in top1["test_noise"]]]
     top1["stuck"] = [_stuck_percent(v) for v in top1["test_noise"]]
     untiled = top1["tile"].isna()
     if axis == "stuck":
@@ -115,6 +175,17 @@ def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 
 def _title(sweeps: pd.DataFrame, axis: str) -> str:
+    kind, rows = _kind(axis)
+    if kind in ("irdrop", "dac"):
+        points = _circuit_points(sweeps[sweeps["metric"] == "top1"], axis)
+        first = points[points["x"] != (0.0 if kind == "irdrop" else WHOLE)].iloc[0]
+        noise = first["rest"]
+        model = parse(noise)
+        if isinstance(model, GaussianNoise) and model.mean == 0:
+            noise = f"{model.delta:.0%}"
+        if kind == "irdrop":
+            return f"IR drop on {rows}x{rows} tiles, first-order model (test noise {noise})"
+        return f"input DAC bits (test noise {noise}, a {int(first['adc_bits'])}-bit ADC)"
     if axis not in ("tile", "tile_adc"):
         return {
             "adc": "ADC output bits (test noise 2%)",
@@ -133,9 +204,12 @@ def _title(sweeps: pd.DataFrame, axis: str) -> str:
 def _positions(points: pd.DataFrame, axis: str) -> tuple[dict[float, float], list[str]]:
     """x -> where it is drawn, and tick labels: evenly spaced tile sizes with the whole layer last."""
     xs = sorted(points["x"].unique())
-    if axis not in ("tile", "tile_adc"):
+    kind = _kind(axis)[0]
+    if kind not in CATEGORICAL:
         return {x: x for x in xs}, []
-    return {x: i for i, x in enumerate(xs)}, ["whole layer" if x == WHOLE else f"{x:g}" for x in xs]
+    whole = {"dac": "no DAC"}.get(kind, "whole layer")
+    names = ["ideal (0)" if kind == "irdrop" and x == 0 else whole if x == WHOLE else f"{x:g}" for x in xs]
+    return {x: i for i, x in enumerate(xs)}, names
 
 
 def plot(
@@ -165,7 +239,7 @@ def plot(
             if ticks:
                 ax.set_xticks(range(len(ticks)), ticks)
             ax.set_title(f"{v} levels: {title}", fontsize=9)
-            ax.set_xlabel(AXES[axis])
+            ax.set_xlabel(AXES[_kind(axis)[0]])
             ax.set_ylabel("top-1 (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
@@ -192,7 +266,7 @@ def render(
     fp = float(load("robustness", scale, results)["fp_top1"].mean())
     out = Path(out) / scale  # per scale, like the tables: a smoke run never replaces proxy curves
     written, tables = [], []
-    for axis in AXES:
+    for axis in axes(sweeps):
         if select(sweeps, axis).empty:  # records from before this axis: the others are still drawn
             print(
                 f"robustness: no {axis} sweep points at scale {scale}; recompute the records with "

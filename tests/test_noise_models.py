@@ -71,7 +71,7 @@ def test_every_registered_model_has_a_default_or_is_file_based():
 @pytest.mark.parametrize(
     "spec,error,match",
     [
-        ("pcmm", KeyError, "registered: fitted, gaussian, measured, pcm, stuck"),
+        ("pcmm", KeyError, "registered: dac, fitted, gaussian, irdrop, measured, pcm, slice, stuck"),
         ("pcm:tt=1", ValueError, "parameters: t, compensation"),
         ("pcm:t=soon", ValueError, "t='soon' is not a float"),
         ("pcm:t", ValueError, "not key=value"),

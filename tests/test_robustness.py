@@ -12,12 +12,17 @@ from benchmarks.experiments import Cell, Condition, cells, register_experiment
 from benchmarks.experiments.robustness import (
     ADC_BITS,
     ADC_NOISE,
+    DAC_ADC_BITS,
+    DAC_BITS,
+    IR_WIRES,
     QUANTIZERS,
     STUCK,
     TEST_NOISES,
     TILE_ADC_BITS,
     TILE_NOISE,
     TILES,
+    dac,
+    irdrop,
 )
 from benchmarks.results import Record, load_sweeps, write_record
 from cacim_core import quantizers
@@ -36,6 +41,12 @@ def test_proxy_spec_covers_the_grid():
     ha = [c for c in lloyd3 if c.recipe.noise_samples > 1]
     assert sorted(c.recipe.epochs * c.recipe.noise_samples for c in ha) == [4, 16]  # equal compute; steps
     sweep = listed[0].sweep
+    circuit = [c for c in sweep if isinstance(c.noise, str) and "+" in c.noise]
+    assert circuit == [Condition(irdrop(TILE_NOISE, r), tile=(t, t)) for t in TILES for r in IR_WIRES] + [
+        Condition(dac(ADC_NOISE, b), DAC_ADC_BITS) for b in DAC_BITS
+    ]
+    assert Condition(ADC_NOISE, DAC_ADC_BITS) in sweep  # the DAC axis's "no DAC" point
+    sweep = tuple(c for c in sweep if c not in circuit)
     untiled = [c for c in sweep if c.tile is None]
     assert [c.noise for c in untiled if c.adc_bits is None and not isinstance(c.noise, str)] == list(
         TEST_NOISES
@@ -49,7 +60,7 @@ def test_proxy_spec_covers_the_grid():
         Condition(ADC_NOISE, TILE_ADC_BITS, (t, t)) for t in TILES
     ]
     assert {c._replace(tile=None) for c in tiled} <= set(untiled)  # the whole layer: measured once, untiled
-    assert all(c.trials == 5 and c.sweep == sweep for c in listed)
+    assert all(c.trials == 5 and c.sweep == listed[0].sweep for c in listed)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +79,11 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
             assert 0 <= top1.mean <= 100 and top1.std >= 0
             assert (top1.n == 1) == (point.noise == 0)  # a noise-free point is one deterministic draw
         assert (0.02, 3) in {(p.noise, p.adc_bits) for p in record.sweep}  # the ADC point
-        assert {p.condition for p in record.sweep if p.tile} == {(0.05, None, (64, 64)), (0.02, 3, (64, 64))}
+        assert {p.condition for p in record.sweep if p.tile} == {
+            (0.05, None, (64, 64)),
+            (0.02, 3, (64, 64)),
+            (irdrop(0.05, 1.0), None, (64, 64)),
+        }
     assert {r.recipe["noise_samples"] for r in written} == {1, 2}
     assert runner.run("robustness", "smoke", results=store, progress=False) == []  # finished: skipped
     paths = robustness.render(store, "smoke", tmp_path / "out")
@@ -85,6 +100,10 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
             "robustness_tile.pdf",
             "robustness_tile_adc.png",
             "robustness_tile_adc.pdf",
+            "robustness_dac.png",
+            "robustness_dac.pdf",
+            "robustness_irdrop_64.png",
+            "robustness_irdrop_64.pdf",
             "robustness.csv",
         ]
     )
@@ -92,8 +111,10 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
     assert {p.parent for p in paths} == {tmp_path / "out" / "smoke"}  # outputs are per scale
     with open(tmp_path / "out" / "smoke" / "robustness.csv") as f:
         rows = list(csv.DictReader(f))
-    # per curve: noise 0 and 5%, ADC 3 bits, 2% stuck, and each tile axis at 64 and the whole layer
-    assert len(rows) == 4 * 8 and {r["axis"] for r in rows} == {"noise", "adc", "stuck", "tile", "tile_adc"}
+    # per curve: noise 0 and 5%, ADC 3 bits, 2% stuck, each tile axis at 64 and the whole layer, IR drop
+    # at 0 and 1 ohm on 64-row tiles, the DAC at 3 bits and none
+    axes = {"noise", "adc", "stuck", "tile", "tile_adc", "irdrop_64", "dac"}
+    assert len(rows) == 4 * 12 and {r["axis"] for r in rows} == axes
     for axis in ("tile", "tile_adc"):
         here = [r for r in rows if r["axis"] == axis]
         assert sorted({r["x"] for r in here}) == ["64.000", "inf"]
@@ -103,6 +124,10 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
     for curve in {r["curve"] for r in rows}:
         assert top1[(curve, "tile", "inf")] == top1[(curve, "noise", "5.000")]
         assert top1[(curve, "tile_adc", "inf")] == top1[(curve, "adc", "3.000")]
+        assert top1[(curve, "irdrop_64", "0.000")] == top1[(curve, "tile", "64.000")]
+        assert top1[(curve, "dac", "inf")] == top1[(curve, "adc", "3.000")]
+        assert {x for c, a, x in top1 if c == curve and a == "dac"} == {"3.000", "inf"}
+        assert {x for c, a, x in top1 if c == curve and a == "irdrop_64"} == {"0.000", "1.000"}
 
 
 def test_tile_figure_draws_the_tile_axis(smoke_store, tmp_path):
@@ -114,6 +139,10 @@ def test_tile_figure_draws_the_tile_axis(smoke_store, tmp_path):
     assert robustness._positions(points, "tile") == ({64.0: 0, robustness.WHOLE: 1}, ["64", "whole layer"])
     assert "test noise 5%" in robustness._title(sweeps, "tile")
     assert "3-bit ADC per tile" in robustness._title(sweeps, "tile_adc")
+    assert "64x64 tiles" in robustness._title(sweeps, "irdrop_64")
+    assert "3-bit ADC" in robustness._title(sweeps, "dac")
+    points = robustness.curves(sweeps, "dac")
+    assert robustness._positions(points, "dac") == ({3.0: 0, robustness.WHOLE: 1}, ["3", "no DAC"])
 
 
 IDENTITY_SWEEP = [

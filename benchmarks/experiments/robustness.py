@@ -1,5 +1,5 @@
-"""Noise robustness: accuracy vs test-time weight noise (0..30%), ADC bits, stuck devices and crossbar tile
-size, one curve per trained model.
+"""Noise robustness: accuracy vs test-time weight noise (0..30%), ADC bits, stuck devices, crossbar tile
+size, IR drop (line resistance x tile size) and input DAC bits, one curve per trained model.
 
 Two families of trained models at 3, 4 and 8 levels, each evaluated on the same sweep (no retraining):
 - Lloyd trained at several NATS deltas, and with HA-SGD (L noise draws per step) both at equal steps
@@ -22,6 +22,13 @@ blocks split):
   only the 288-input convs (2 tiles: 5 of the 6 layer3 convs).
 - paper ResNet-20 (16/32/64 wide): 64 splits every conv but the stem (144 -> 3, 288 -> 5, 576 -> 9);
   128: 144 -> 2, 288 -> 3, 576 -> 5; 256: the 288- and 576-input convs (2 and 3 tiles).
+
+The IR-drop axis reads each tile of the tile sweep (at TILE_NOISE) through resistive lines of IR_WIRES ohm
+per cell (`cacim_core.circuit.IRDrop`, first-order model: within 0.2 * drop^2 of the exact nodal solve,
+tests/test_circuit.py); r = 0 is the tile axis's own point. Each proxy tile is at most 256 rows (inputs)
+x 32 columns (outputs; 64 for the paper ResNet-20). The DAC axis digitises every analog layer's input with
+DAC_BITS bits (range calibrated with the ADCs on training batches), at ADC_NOISE with a DAC_ADC_BITS-bit
+ADC, whose point without a DAC is the ADC sweep's.
 """
 
 from dataclasses import replace
@@ -46,12 +53,29 @@ STUCK = (0.001, 0.005, 0.01, 0.02, 0.05)  # fraction of devices stuck, half at g
 TILES = (64, 128, 256)  # square crossbar tiles; the whole layer is the untiled point of the same condition
 TILE_NOISE = 0.10  # the digits proxy barely moves below; a TEST_NOISES point (the whole layer)
 TILE_ADC_BITS = 4  # at ADC_NOISE; an ADC_BITS point (the whole layer)
+IR_WIRES = (0.15, 0.35, 1.0)  # ohm per cell: aihwkit's two defaults (ir_drop_rs, ir_drop_g_ratio) and 1
+DAC_BITS = (2, 3, 4, 6)
+DAC_ADC_BITS = 8  # an ADC_BITS point: the DAC axis's "no DAC" reference
+
+
+def irdrop(noise: float, r: float) -> str:
+    """The noise spec of a tile read through lines of r ohm per cell after Gaussian programming noise."""
+    return f"gaussian:delta={noise:g}+irdrop:r={r:g}"
+
+
+def dac(noise: float, bits: int) -> str:
+    """The noise spec of Gaussian programming noise with a b-bit input DAC on every analog layer."""
+    return f"gaussian:delta={noise:g}+dac:bits={bits}"
+
+
 SWEEP = (
     tuple(Condition(delta) for delta in TEST_NOISES)
     + tuple(Condition(ADC_NOISE, bits) for bits in ADC_BITS)
     + tuple(Condition(f"stuck:gmin={f / 2:g},gmax={f / 2:g}") for f in STUCK)
     + tuple(Condition(TILE_NOISE, tile=(t, t)) for t in TILES)
     + tuple(Condition(ADC_NOISE, TILE_ADC_BITS, (t, t)) for t in TILES)
+    + tuple(Condition(irdrop(TILE_NOISE, r), tile=(t, t)) for t in TILES for r in IR_WIRES)
+    + tuple(Condition(dac(ADC_NOISE, b), DAC_ADC_BITS) for b in DAC_BITS)
 )
 
 SETUPS = {
@@ -102,6 +126,8 @@ def cells(scale: str) -> list[Cell]:
             Condition("stuck:gmin=0.01,gmax=0.01"),
             Condition(0.05, tile=(64, 64)),
             Condition(ADC_NOISE, 3, (64, 64)),
+            Condition(irdrop(0.05, 1.0), tile=(64, 64)),
+            Condition(dac(ADC_NOISE, 3), 3),
         )
         samples, ha_noise, levels = 2, COMPARE_NOISE, (3,)
     else:
