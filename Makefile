@@ -94,6 +94,14 @@ robustness: core
 	$(RUN) robustness $(RUN_FLAGS)
 	$(VPY) -m figures.robustness --scale $(SCALE)
 
+.PHONY: transformers
+# The transformer track (README: Transformer track): all-MiniLM-L6-v2 with every Linear/Embedding quantized,
+# PTQ + distillation + device models; tables/out/<scale>/transformers.md and figures/out/<scale>/transformers.*
+transformers: core
+	$(RUN) transformers $(RUN_FLAGS)
+	$(VPY) -m tables.render transformers --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
+	$(VPY) -m figures.transformers --scale $(SCALE)
+
 .PHONY: drift
 # Accuracy vs time after programming on PCM (README: Device models): figures/out/<scale>/drift.png/.pdf and
 # tables/out/<scale>/drift.md

@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def _installed_package(site: Path, name: str, body: str) -> None:
     """A package as pip leaves it in site-packages: the module and a dist-info with entry_points.txt."""
     (site / name).mkdir(parents=True)

@@ -115,6 +115,10 @@ def gap_metrics(name: str, fp: float, result: Metric) -> dict[str, Metric]:
 
 
 def backend_for(cell: Cell) -> Backend:
+    if cell.backend == "sentence":  # the transformer track (benchmarks/experiments/transformers.py)
+        from benchmarks.backends import sentence
+
+        return sentence.BACKEND
     if cell.backend == "mmengine":
         from benchmarks.backends import mmengine
 

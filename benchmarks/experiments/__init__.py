@@ -21,7 +21,19 @@ from cacim_core.registry import Registry
 SCALES = ("smoke", "proxy", "paper")
 #: the control arm's method name: the float model fine-tuned with the quantized cells' recipe, no quantizer
 CONTROL = "float"
-BUILTIN = ("table1", "table2", "table3", "delta", "robustness", "drift", "table4", "table5", "fig3", "fig4b")
+BUILTIN = (
+    "table1",
+    "table2",
+    "table3",
+    "delta",
+    "robustness",
+    "drift",
+    "table4",
+    "table5",
+    "fig3",
+    "fig4b",
+    "transformers",
+)
 EXPERIMENTS: Registry[Callable[[str], list[Cell]]] = Registry("experiment")
 
 
@@ -148,7 +160,8 @@ class Cell:
 
     @property
     def backend(self) -> str:
-        return "mmengine" if isinstance(self.recipe, MMRecipe) else "torch"
+        """The recipe's own `backend` (e.g. the transformer track's "sentence"), else by recipe type."""
+        return getattr(self.recipe, "backend", "mmengine" if isinstance(self.recipe, MMRecipe) else "torch")
 
     @property
     def id(self) -> str:
