@@ -265,6 +265,19 @@ def read_record(path: Path) -> Record:
     return record  # type: ignore[return-value]
 
 
+def seedless(cell_id: str, init: str, seed: int) -> str:
+    """A cell id without its seed: what the seeds of one cell share. `Cell.id` puts the seed right after the
+    init, so the cut is anchored there; an id of another layout (hand-written, older) loses its whole
+    "-s<seed>" segment, never a "-s<seed>" that is the start of a longer one."""
+    marker = f"-{init}-s{seed}"
+    if marker in cell_id:
+        return cell_id.replace(marker, f"-{init}", 1)
+    cut, n = re.subn(rf"-s{seed}(?=-|$)", "", cell_id, count=1)
+    if not n:
+        raise ValueError(f"cell id {cell_id!r} has no '-s{seed}': it is not an id of seed {seed}")
+    return cut
+
+
 # ---------------------------------------------------------------- the one record validator
 @dataclass(frozen=True)
 class BadFile:

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from benchmarks.experiments.robustness import COMPARE_NOISE
-from benchmarks.results import atomic_write, load
+from benchmarks.results import atomic_write, load, seedless
 from benchmarks.stats import t_interval
 from cacim_core import quantizers
 from cacim_core.noise import GaussianNoise, parse, parts, spec_of
@@ -150,7 +150,7 @@ def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
     """One point per (cell without seed, x): mean over seeds, band = 95% CI over seeds (several seeds) or
     the std over one model's noise draws (one seed)."""
     top1 = select(sweeps, axis)
-    top1["curve"] = [c.replace(f"-s{s}", "", 1) for c, s in zip(top1["cell"], top1["seed"], strict=True)]
+    top1["curve"] = [seedless(*key) for key in zip(top1["cell"], top1["init"], top1["seed"], strict=True)]
     rows = []
     for (curve, x), group in top1.groupby(["curve", "x"]):
         interval = t_interval(group["mean"].tolist())

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.results import Record, load_sweeps
+from benchmarks.results import Record, load_sweeps, seedless
 from benchmarks.stats import t_interval
 
 
@@ -87,7 +87,7 @@ def same_cell(records: list[Record]) -> list[Record]:
     newest = max(records, key=lambda r: r.finished_at)
 
     def key(r: Record) -> tuple[str, str]:
-        return r.experiment, r.cell.replace(f"-s{r.seed}", "-s*", 1)
+        return r.experiment, seedless(r.cell, r.init, r.seed)
 
     return [r for r in records if key(r) == key(newest)]
 

@@ -158,3 +158,22 @@ def test_code_version_is_read_once_per_process(monkeypatch):
         assert results.code_version() == "aaaaaaaaaaaa"  # the tree changed meanwhile; the record does not
     finally:
         results.code_version.cache_clear()
+
+
+def test_seedless_ids_group_the_seeds_of_one_cell_and_nothing_else():
+    """Figures group a cell's seeds by its id without the seed, cut where Cell.id puts it (after the init)."""
+    from dataclasses import replace
+
+    from benchmarks.experiments import cells
+    from benchmarks.results import seedless
+
+    every = {replace(c, seed=0).id: replace(c, seed=0) for c in cells("table1", "smoke")}  # seed 0 of each
+    groups: dict[str, set] = {}
+    for cell in every.values():
+        for seed in (0, 1, 12):
+            seeded = replace(cell, seed=seed)
+            groups.setdefault(seedless(seeded.id, seeded.init, seed), set()).add(seeded.id)
+    assert len(groups) == len(every) > 5  # one group per cell
+    assert all(len(g) == 3 for g in groups.values())  # holding its three seeds
+    with pytest.raises(ValueError, match="not an id of seed 3"):
+        seedless(next(iter(every)), "pretrained", 3)
