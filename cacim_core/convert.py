@@ -12,6 +12,7 @@ import fnmatch
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.fx
@@ -111,6 +112,9 @@ class QuantizedWeight(nn.Module):
     tile: the crossbar tile size (`QuantConfig.tile`): noise is drawn tile by tile (`device.tiled_noise`).
     """
 
+    quantizer: quantizers.Quantizer
+    refits: Tensor
+
     def __init__(
         self,
         quantizer: quantizers.Quantizer,
@@ -197,6 +201,10 @@ class BiasColumn(nn.Module):
     Simplification: the levels are fitted on W alone (the column is 1 of fan_in + 1 entries per row).
     """
 
+    scale: Tensor
+    layer: nn.Module
+    weight_param: QuantizedWeight
+
     def __init__(self, layer: nn.Module, weight_param: QuantizedWeight) -> None:
         super().__init__()
         levels = weight_param.quantizer.levels
@@ -205,7 +213,7 @@ class BiasColumn(nn.Module):
                 f"bias_range_match needs one level set per layer, {type(weight_param.quantizer).__name__} "
                 "has one per output channel: pass quantizer_kwargs={'per_channel': False} or drop the option"
             )
-        w, b = float_weight(layer).detach(), layer.bias.detach()
+        w, b = float_weight(layer).detach(), cast(Tensor, layer.bias).detach()
         w_max, b_max = w.abs().max(), b.abs().max()
         self.register_buffer("scale", (b_max / w_max) if w_max > 0 and b_max > 0 else torch.ones(()).to(w))
         # plain references, not submodules: the layer owns both, and state_dict must not hold them twice
@@ -419,7 +427,12 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module, QuantizedWe
 
 def float_weight(module: nn.Module) -> Tensor:
     """The trained float weights behind a quantized layer."""
-    return module.parametrizations.weight.original
+    return _plist(module, "weight").original
+
+
+def _plist(module: nn.Module, tensor: str) -> parametrize.ParametrizationList:
+    """The parametrizations of a parametrized `module.<tensor>` (torch types them as any submodule)."""
+    return cast(parametrize.ParametrizationList, getattr(module.parametrizations, tensor))
 
 
 @torch.no_grad()
@@ -466,11 +479,12 @@ def export(model: nn.Module) -> nn.Module:
         _own_class(module)
         wq = p.clean(float_weight(module))
         if parametrize.is_parametrized(module, "bias"):
-            bq = module.parametrizations.bias[0].clean(module.parametrizations.bias.original)
+            bias = _plist(module, "bias")
+            bq = cast(BiasColumn, bias[0]).clean(bias.original)
             parametrize.remove_parametrizations(module, "bias", leave_parametrized=False)
-            module.bias.copy_(bq)
+            cast(Tensor, module.bias).copy_(bq)
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        module.weight.copy_(wq)
+        cast(Tensor, module.weight).copy_(wq)
     return model
 
 
@@ -499,12 +513,14 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
             continue
         if parametrize.is_parametrized(layer):
             raise ValueError("fold_batchnorm must run before quantize_model (use QuantConfig.fold_bn=True)")
-        scale = bn.weight if bn.affine else torch.ones_like(bn.running_var)
-        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-        factor = scale / torch.sqrt(bn.running_var + bn.eps)
-        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        # tracked running statistics: both buffers are tensors
+        running_mean, running_var = cast(Tensor, bn.running_mean), cast(Tensor, bn.running_var)
+        scale = bn.weight if bn.affine else torch.ones_like(running_var)
+        shift = bn.bias if bn.affine else torch.zeros_like(running_mean)
+        factor = scale / torch.sqrt(running_var + bn.eps)
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(running_mean)
         layer.weight.mul_(factor.reshape(-1, *([1] * (layer.weight.dim() - 1))))
-        new_bias = shift + (bias - bn.running_mean) * factor
+        new_bias = shift + (bias - running_mean) * factor
         if layer.bias is None:
             layer.bias = nn.Parameter(new_bias.to(layer.weight))
         else:

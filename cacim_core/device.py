@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .noise import NoiseModel, register
+
+if TYPE_CHECKING:
+    from .convert import QuantizedWeight
 
 Tile = tuple[int, int]
 
@@ -53,7 +57,7 @@ class ConductanceMap:
         ref = torch.full_like(g, self.g_ref)
         return torch.where(g >= 0, ref + g, ref), torch.where(g >= 0, ref, ref - g)
 
-    def to_weight(self, g_plus: Tensor, g_minus: Tensor, w_max: float | Tensor) -> Tensor:
+    def to_weight(self, g_plus: Tensor, g_minus: Tensor | float, w_max: float | Tensor) -> Tensor:
         """Weights read back from a (possibly measured) pair of conductances."""
         return (g_plus - g_minus) / self.scale * w_max
 
@@ -110,6 +114,9 @@ class ADC(nn.Module):
     The layer output includes its bias (with `bias_range_match` the bias is a crossbar column too).
     """
 
+    range: Tensor
+    batches: Tensor
+
     def __init__(self, bits: int, quantile: float = 0.999) -> None:
         super().__init__()
         if bits < 2:
@@ -162,6 +169,10 @@ class DAC(nn.Module):
     calibration serves every DAC resolution of a sweep. Buffers are not persistent: recalibrate after load.
     """
 
+    range: Tensor
+    low: Tensor
+    batches: Tensor
+
     def __init__(self, quantile: float = 0.999) -> None:
         super().__init__()
         if not 0 < quantile <= 1:
@@ -208,6 +219,7 @@ def input_bits(layer: nn.Module) -> int | None:
     for p in _params(layer):
         if not getattr(p, "analog", False):
             continue
+        p = cast("QuantizedWeight", p)  # only a QuantizedWeight is analog
         if p.eval_noise is not None and not p.training:
             noise = p.eval_noise[0]
         else:
@@ -217,7 +229,7 @@ def input_bits(layer: nn.Module) -> int | None:
 
 
 def _dac_hook(module: nn.Module, inputs: tuple) -> tuple | None:
-    dac = module._modules.get("dac")
+    dac = cast("DAC | None", module._modules.get("dac"))
     if dac is None or not inputs[0].is_floating_point():  # an Embedding's indices are no analog input
         return None
     if dac.observing:
@@ -231,9 +243,9 @@ def _adc_hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
     adc = module._modules.get("adc")
     if adc is not None:
         return adc(output)
-    tile_adcs = module._modules.get("tile_adcs")
+    tile_adcs = cast("TileADCs | None", module._modules.get("tile_adcs"))
     if tile_adcs is not None:
-        return tiled_forward(module, inputs[0], tile_adcs.tile, list(tile_adcs))
+        return tiled_forward(module, inputs[0], tile_adcs.tile, cast("list[ADC]", list(tile_adcs)))
     return output
 
 
@@ -260,7 +272,7 @@ def attach_adc(layer: nn.Module, bits: int | None, quantile: float = 0.999) -> N
         layer.register_forward_pre_hook(_dac_hook)
     if bits is None:
         return
-    tile = next((p.tile for p in _params(layer) if getattr(p, "tile", None) is not None), None)
+    tile = next((cast(Tile, p.tile) for p in _params(layer) if getattr(p, "tile", None) is not None), None)
     if tile is None:
         layer.adc = ADC(bits, quantile).to(device=device)
     else:
@@ -303,8 +315,10 @@ def set_tile(model: nn.Module, tile: Tile | None) -> int:
     for layer in layers:
         for p in _params(layer):
             if getattr(p, "analog", False):
-                p.tile = tile
-        adc = layer._modules.get("adc") or next(iter(layer._modules.get("tile_adcs", ())), None)
+                cast("QuantizedWeight", p).tile = tile
+        adc = cast("ADC | None", layer._modules.get("adc")) or next(
+            iter(cast("Iterable[ADC]", layer._modules.get("tile_adcs", ()))), None
+        )
         if adc is not None:
             attach_adc(layer, adc.bits, adc.quantile)
     return len(layers)
@@ -317,7 +331,7 @@ def _blocks(size: int, block: int) -> list[tuple[int, int]]:
 def _weight_shape(layer: nn.Module) -> torch.Size:
     """The weight's shape without running the parametrization (which would draw training noise)."""
     plist = getattr(getattr(layer, "parametrizations", None), "weight", None)
-    return plist.original.shape if plist is not None else layer.weight.shape
+    return plist.original.shape if plist is not None else cast(Tensor, layer.weight).shape
 
 
 def tiled_noise(
@@ -350,7 +364,7 @@ def _partial(layer: nn.Module, x: Tensor, w: Tensor, c0: int, c1: int, bias: Ten
         mask = torch.zeros((ch1 - ch0) * kernel, device=w.device, dtype=w.dtype)
         mask[c0 - ch0 * kernel : c1 - ch0 * kernel] = 1
         wb = wb * mask.reshape(1, ch1 - ch0, *w.shape[2:])
-    return layer._conv_forward(x[:, ch0:ch1], wb, bias)
+    return cast("nn.Conv1d | nn.Conv2d | nn.Conv3d", layer)._conv_forward(x[:, ch0:ch1], wb, bias)
 
 
 def tiled_forward(layer: nn.Module, x: Tensor, tile: Tile, adcs: list[ADC]) -> Tensor:
@@ -358,7 +372,7 @@ def tiled_forward(layer: nn.Module, x: Tensor, tile: Tile, adcs: list[ADC]) -> T
     ADC; partial sums are added digitally. The bias enters the last column block's analog sum (a bias row
     on that tile), so a single tile reproduces the untiled ADC'd layer exactly.
     """
-    w, bias = layer.weight, layer.bias
+    w, bias = cast(Tensor, layer.weight), cast("Tensor | None", layer.bias)
     rows, cols = _blocks(w.shape[0], tile[0]), _blocks(w[0].numel(), tile[1])
     dim = -1 if isinstance(layer, nn.Linear) else 1
     total = None
@@ -367,7 +381,7 @@ def tiled_forward(layer: nn.Module, x: Tensor, tile: Tile, adcs: list[ADC]) -> T
         pieces = [adcs[j * len(rows) + i](part.narrow(dim, r0, r1 - r0)) for i, (r0, r1) in enumerate(rows)]
         part = torch.cat(pieces, dim)
         total = part if total is None else total + part
-    return total
+    return cast(Tensor, total)  # None only for a layer without inputs (no column block)
 
 
 def set_adc(model: nn.Module, bits: int | None, quantile: float = 0.999) -> int:

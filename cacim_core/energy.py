@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -119,7 +121,9 @@ class Estimate:
 
 
 def _adc_bits(layer: nn.Module, default: int | None) -> int:
-    adc = layer._modules.get("adc") or next(iter(layer._modules.get("tile_adcs", ())), None)
+    adc = layer._modules.get("adc") or next(
+        iter(cast(Iterable[ADC], layer._modules.get("tile_adcs", ()))), None
+    )
     if isinstance(adc, ADC):
         return adc.bits
     if default is None:
@@ -179,7 +183,7 @@ def count(
 
 
 def _outputs(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+    return module.out_features if isinstance(module, nn.Linear) else cast(int, module.out_channels)
 
 
 @torch.no_grad()

@@ -83,7 +83,7 @@ def weight_noise(
     """
     replace, replacement = resolve(noise, delta, mean, noise_fn)
     layers = quantized_layers(model)
-    if replace and getattr(replacement, "input_bits", None) is not None:
+    if replace and replacement is not None and getattr(replacement, "input_bits", None) is not None:
         if not any(hasattr(module, "dac") for _, module, p in layers if p.analog):
             raise ValueError(
                 f"noise {replacement.spec!r} has an input DAC but the model has none: call "

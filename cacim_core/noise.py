@@ -25,7 +25,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar, Union, cast
 
 import torch
 from torch import Tensor
@@ -69,12 +69,15 @@ class NoiseModel:
 NOISES: Registry[Callable[..., NoiseModel]] = Registry("noise model")
 
 
-def register(name: str) -> Callable[[type], type]:
+_Model = TypeVar("_Model", bound=type[NoiseModel])
+
+
+def register(name: str) -> Callable[[_Model], _Model]:
     """Class decorator: register a noise model under `name` (also its `spec` prefix)."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: _Model) -> _Model:
         cls.name = name
-        return NOISES.register(name)(cls)
+        return cast(_Model, NOISES.register(name)(cls))
 
     return wrap
 
@@ -149,7 +152,9 @@ class Composed(NoiseModel):
     @property
     def input_bits(self) -> int | None:
         """The DAC bits of its DAC part (`cacim_core.circuit.DACInput`), None without one."""
-        return next((p.input_bits for p in self.parts if getattr(p, "input_bits", None) is not None), None)
+        return next(
+            (cast(Any, p).input_bits for p in self.parts if getattr(p, "input_bits", None) is not None), None
+        )
 
     @property
     def spec(self) -> str:
