@@ -127,6 +127,9 @@ class ADC(nn.Module):
         self.register_buffer("range", torch.zeros(()))
         self.register_buffer("batches", torch.zeros((), dtype=torch.long))
         self.observing = False
+        #: a host-side copy of "batches > 0", so that a forward reads no device value (no host sync on a GPU)
+        self.calibrated = False
+        self.register_load_state_dict_post_hook(_loaded_calibration)
 
     @property
     def steps(self) -> int:
@@ -142,12 +145,13 @@ class ADC(nn.Module):
         stat = torch.quantile(a, self.quantile).to(self.range)
         self.range.mul_(self.batches / (self.batches + 1)).add_(stat / (self.batches + 1))
         self.batches += 1
+        self.calibrated = True
 
     def forward(self, y: Tensor) -> Tensor:
         if self.observing:
             self.observe(y)
             return y
-        if self.batches == 0:
+        if not self.calibrated:
             raise RuntimeError(
                 "ADC range is not calibrated: call cacim_core.device.calibrate_adc(model, batches) first"
             )
@@ -157,6 +161,11 @@ class ADC(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, range={float(self.range):.4g}"
+
+
+def _loaded_calibration(module: nn.Module, incompatible_keys: object) -> None:
+    batches = cast(Tensor, module.batches)
+    module.__dict__["calibrated"] = bool(batches > 0)  # a checkpoint's ADC brings its range
 
 
 class DAC(nn.Module):
@@ -182,10 +191,8 @@ class DAC(nn.Module):
         self.register_buffer("low", torch.zeros(()), persistent=False)  # smallest input seen
         self.register_buffer("batches", torch.zeros((), dtype=torch.long), persistent=False)
         self.observing = False
-
-    @property
-    def signed(self) -> bool:
-        return bool(self.low < 0)
+        #: host-side "batches > 0" and "low < 0", set in calibration: a forward reads no device value
+        self.calibrated = self.signed = False
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
@@ -196,9 +203,10 @@ class DAC(nn.Module):
         self.range.mul_(self.batches / (self.batches + 1)).add_(stat / (self.batches + 1))
         self.low.copy_(torch.minimum(self.low, x.detach().min().to(self.low)))
         self.batches += 1
+        self.calibrated, self.signed = True, bool(self.low < 0)
 
     def forward(self, x: Tensor, bits: int) -> Tensor:
-        if self.batches == 0:
+        if not self.calibrated:
             raise RuntimeError(
                 "DAC range is not calibrated: call cacim_core.device.calibrate_adc(model, batches) first"
             )
@@ -414,9 +422,10 @@ def calibrate_adc(model: nn.Module, batches: Iterable[Tensor]) -> int:
     for adc in adcs:
         adc.range.zero_()
         adc.batches.zero_()
-        adc.observing = True
+        adc.observing, adc.calibrated = True, False
         if isinstance(adc, DAC):
             adc.low.zero_()
+            adc.signed = False
     seen = 0
     try:
         for x in batches:

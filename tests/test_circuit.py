@@ -286,3 +286,38 @@ def test_energy_of_one_column_by_hand():
     assert "nJ" in result.line() and all(c.source.startswith("DNN+NeuroSim") for c in energy.COSTS.values())
     with pytest.raises(ValueError, match="adc_bits"):
         energy.estimate(model, torch.zeros(1, 2), input_bits=3)
+
+
+def test_adc_and_dac_forwards_read_no_device_value():
+    """A converter forward must not sync the host on a GPU: no `bool(tensor)` / `.item()` per layer. On CPU
+    the same calls dispatch `aten::is_nonzero` / `aten::_local_scalar_dense`, counted here. A checkpoint's
+    ADC is calibrated on load; calibrate_adc starts over from uncalibrated."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Syncs(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func._schema.name in ("aten::is_nonzero", "aten::_local_scalar_dense", "aten::item"):
+                Syncs.count += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = quantize_model(nn.Sequential(nn.Linear(8, 4)), QuantConfig(levels=4, adc_bits=6))
+    x = torch.randn(5, 8)
+    calibrate_adc(model, [x])
+    model.eval()
+    with torch.no_grad(), weight_noise(model, "dac:bits=4"):
+        model(x)  # the weight cache fills outside the counted forward
+        with Syncs():
+            out = model(x)
+    assert Syncs.count == 0 and model[0].dac.signed  # randn inputs: the signed grid
+    fresh = quantize_model(nn.Sequential(nn.Linear(8, 4)), QuantConfig(levels=4, adc_bits=6))
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    assert fresh[0].adc.calibrated and not fresh[0].dac.calibrated  # the DAC's range is not saved
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x))
+        with pytest.raises(RuntimeError, match="calibrate_adc"), weight_noise(fresh, "dac:bits=4"):
+            fresh(x)
+    assert out.shape == (5, 4)
