@@ -9,7 +9,7 @@ DATA ?=
 # proxy scale: two worker processes, one torch thread each (faster than one process with two threads)
 WORKERS ?= $(if $(filter proxy,$(SCALE)),2)
 
-.PHONY: core setup test test-fast lint typecheck bench
+.PHONY: core setup test test-fast lint typecheck bench bench-cell
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -46,6 +46,11 @@ typecheck: core
 
 bench: core
 	$(VPY) -m benchmarks.bench
+
+# One real proxy cell per network of Tables 1 and 3 broken into its parts (CPU-s, 1 torch thread) and the
+# cells per CPU-hour they make (benchmarks/cellbench.py; about 3 min on the 2-core machine)
+bench-cell: core
+	$(VPY) -m benchmarks.cellbench
 
 # Every table and figure result set runs through one CLI (`python -m benchmarks run <name>`), then its rendering
 # (tables/out/<scale>/<name>.md/.tex/.csv). Options, for every table:
