@@ -69,6 +69,7 @@ class TableSpec:
     claims: tuple[PaperClaim, ...] = ()  # the paper's claims this table can test (verdicts from records)
     margin: float | None = None  # the claims' equivalence margin (None: `stats.margin_for` their metric)
     unit: str = "pt"
+    paper: bool = True  # False: our own experiment, which the paper has no table of (no quoted columns)
 
     @property
     def claim_margin(self) -> float:
@@ -269,7 +270,9 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
             if col.static:
                 out.append({**where, "source": "label", "text": row.labels.get(col.header, "")})
                 continue
-            out.append({**where, "source": "quoted", "text": reference.get((row.label, col.header), MISSING)})
+            if spec.paper:
+                quoted = reference.get((row.label, col.header), MISSING)
+                out.append({**where, "source": "quoted", "text": quoted})
             measured = None
             if row.match is None:
                 text = "not implemented here"
@@ -346,14 +349,17 @@ def provenance(frame: pd.DataFrame) -> list[str]:
 
 
 def to_markdown(spec: TableSpec, table: pd.DataFrame, scale: str, notes: list[str]) -> str:
-    head = f"# {spec.title}\n\nMeasured at scale **{scale}**; quoted numbers are the paper's, not ours.\n\n"
+    source = "quoted numbers are the paper's, not ours" if spec.paper else "the paper has no such table"
+    head = f"# {spec.title}\n\nMeasured at scale **{scale}**; {source}.\n\n"
     return head + table.to_markdown(index=False) + "\n\n" + "".join(f"- {n}\n" for n in notes)
 
 
 def to_latex(spec: TableSpec, table: pd.DataFrame, scale: str) -> str:
     escaped = table.map(_tex_escape).rename(columns=_tex_escape)
     body = escaped.to_latex(index=False, escape=False)
-    caption = _tex_escape(f"{spec.title} (measured: {scale} scale; quoted: paper)")
+    caption = _tex_escape(
+        f"{spec.title} (measured: {scale} scale" + ("; quoted: paper)" if spec.paper else ")")
+    )
     return f"\\begin{{table}}[t]\n\\centering\n\\scriptsize\n\\caption{{{caption}}}\n{body}\\end{{table}}\n"
 
 
