@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from benchmarks.experiments.transformers import PCM_TIMES
 from benchmarks.results import atomic_write, load, load_sweeps
 from benchmarks.stats import t_interval
 from figures import style
@@ -58,11 +59,12 @@ def level_curves(frame: pd.DataFrame) -> pd.DataFrame:
 def _condition(point: pd.Series) -> str:
     """A sweep point's label: its noise spec, ADC bits and tile."""
     noise = point["test_noise"]
-    text = (
-        f"gaussian {float(noise):.0%}"
-        if not isinstance(noise, str)
-        else noise.replace("compensation=false", "no comp")
-    )
+    if not isinstance(noise, str):
+        text = f"gaussian {float(noise):.0%}"
+    else:
+        text = noise.replace("compensation=false", "no comp")
+        for label, seconds in PCM_TIMES:  # "pcm:t=3.1536e+07" reads as "pcm 1y"
+            text = text.replace(f"pcm:t={seconds:g}", f"pcm {label}")
     if not pd.isna(point["adc_bits"]):
         text += f", ADC {int(point['adc_bits'])} b"
     if point["tile"] is not None and not (isinstance(point["tile"], float) and pd.isna(point["tile"])):
