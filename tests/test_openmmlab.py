@@ -427,6 +427,37 @@ def test_torch_loop_options_are_refused_for_openmmlab_cells(tmp_path, monkeypatc
     assert not (tmp_path / "results").exists()
 
 
+def test_openmmlab_cells_pass_first_last_and_options_and_refuse_sweeps(tmp_path, monkeypatch) -> None:
+    """The hook the mmengine backend configures carries the cell's first/last policy and its extra
+    QuantConfig options (they used to be dropped, while the record claimed them); a sweep is refused."""
+    import dataclasses
+
+    from benchmarks.backends import Context, SetupError
+    from benchmarks.backends import mmengine as backend
+    from benchmarks.experiments import Condition, cells
+
+    cell = dataclasses.replace(
+        cells("table4", "smoke")[0], init="scratch", first_last="8bit", options=(("adc_bits", 6),)
+    )
+    hooks: list[dict] = []
+
+    def stop(recipe, data_root, work, seed, hook, *args, **kwargs):
+        hooks.append(hook)
+        raise SystemExit("stop before training")
+
+    monkeypatch.setattr(backend.MMEngine, "_data", lambda self, cell, ctx: (tmp_path, "fp"))
+    monkeypatch.setattr(backend, "build_config", stop)
+    ctx = Context("smoke", tmp_path / "results", None, None)
+    with pytest.raises(SystemExit, match="stop before training"):
+        backend.MMEngine().finetune_and_evaluate(cell, ctx)
+    (hook,) = hooks
+    assert hook["first_last"] == "8bit" and hook["quant"] == {"adc_bits": 6}
+    CacimHook(**{k: v for k, v in hook.items() if k != "type"})  # the hook takes them as given
+    swept = dataclasses.replace(cell, sweep=(Condition(0.05),))
+    with pytest.raises(SetupError, match="carry a sweep"):
+        backend.MMEngine().prepare([swept], ctx)
+
+
 def test_make_table4_picks_the_reading() -> None:
     """`make table4 SSD_READING=...` runs and renders that reading's experiment; an unknown reading is a
     one-line error naming the choices."""

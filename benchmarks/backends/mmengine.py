@@ -195,6 +195,12 @@ class MMEngine:
         return self.data[key]
 
     def prepare(self, cells: list[Cell], ctx: Context) -> None:
+        swept = [c.id for c in cells if c.sweep]
+        if swept:  # a sweep would be stored as if read out, so it is refused, never skipped
+            raise SetupError(
+                f"{len(swept)} OpenMMLab cell(s) carry a sweep ({swept[0]}...): the mmengine backend "
+                "evaluates each cell under its own noise only; drop the sweep (sweeps run in the torch loop)"
+            )
         # torch-loop options mmengine would ignore while the record claimed them: refused instead
         flags = {"--amp": ctx.amp, "--channels-last": ctx.channels_last, "--reset-head": ctx.reset_head}
         ignored = [flag for flag, given in flags.items() if given]
@@ -267,9 +273,12 @@ class MMEngine:
             method=cell.method,
             levels=cell.levels,
             noise=cell.noise_train,
+            first_last=cell.first_last,
             trials=cell.trials if noisy else 0,
             seed=cell.seed,
         )
+        if cell.options:  # the cell's extra QuantConfig fields (adc_bits, tile, ...), as the torch loop's
+            hook["quant"] = dict(cell.options)
         if cell.noise_eval_file:
             hook["eval_noise_file"] = cell.noise_eval_file
         else:
