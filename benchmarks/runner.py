@@ -37,7 +37,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from benchmarks import faults
-from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for
+from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for, check_supported
 from benchmarks.experiments import CONTROL, Cell, Condition, Recipe, cells
 from benchmarks.results import (
     Claim,
@@ -403,6 +403,7 @@ def run(
         if cell.noise_eval_file:  # a bad conductance file fails before any training
             MeasuredConductances.from_csv(cell.noise_eval_file)
     for backend, group in groups.items():
+        check_supported(backend, group, ctx)
         backend.prepare(group, ctx)
     if ctx.main:
         print(

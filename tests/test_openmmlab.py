@@ -412,14 +412,15 @@ def test_torch_loop_options_are_refused_for_openmmlab_cells(tmp_path, monkeypatc
     """--amp, --channels-last, --reset-head, and --device cpu where mmengine would use a GPU: a one-line
     error before any work, never a record that claims them."""
     from benchmarks import runner
-    from benchmarks.backends import Context, SetupError
+    from benchmarks.backends import Context, SetupError, check_supported
     from benchmarks.backends.mmengine import MMEngine
     from benchmarks.experiments import cells
 
     cell = cells("table4", "smoke")[0]
     for option in ("amp", "channels_last", "reset_head"):
         with pytest.raises(SetupError) as err:
-            MMEngine().prepare([cell], Context("smoke", tmp_path / "results", None, None, **{option: True}))
+            ctx = Context("smoke", tmp_path / "results", None, None, **{option: True})
+            check_supported(MMEngine(), [cell], ctx)
         assert option.replace("_", "-") in str(err.value) and "\n" not in str(err.value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(SetupError, match="--device cpu: mmengine picks CUDA"):
@@ -432,7 +433,7 @@ def test_openmmlab_cells_pass_first_last_and_options_and_refuse_sweeps(tmp_path,
     QuantConfig options (they used to be dropped, while the record claimed them); a sweep is refused."""
     import dataclasses
 
-    from benchmarks.backends import Context, SetupError
+    from benchmarks.backends import Context, SetupError, check_supported
     from benchmarks.backends import mmengine as backend
     from benchmarks.experiments import Condition, cells
 
@@ -454,8 +455,8 @@ def test_openmmlab_cells_pass_first_last_and_options_and_refuse_sweeps(tmp_path,
     assert hook["first_last"] == "8bit" and hook["quant"] == {"adc_bits": 6}
     CacimHook(**{k: v for k, v in hook.items() if k != "type"})  # the hook takes them as given
     swept = dataclasses.replace(cell, sweep=(Condition(0.05),))
-    with pytest.raises(SetupError, match="carry a sweep"):
-        backend.MMEngine().prepare([swept], ctx)
+    with pytest.raises(SetupError, match="cannot carry out a sweep of read-out conditions"):
+        check_supported(backend.MMEngine(), [swept], ctx)
 
 
 def test_make_table4_picks_the_reading() -> None:

@@ -163,3 +163,15 @@ def test_one_cell_end_to_end_through_the_runner_store_table_and_figure(tmp_path:
     assert f"{record.metrics['nn10'].mean:.1f} [smoke, 1 run; sd" in md
     drawn = figure.render(tmp_path, "smoke", tmp_path / "figures")
     assert any(p.suffix == ".png" for p in drawn)
+
+
+def test_run_flags_the_sentence_backend_cannot_honour_are_refused_before_any_work(tmp_path: Path):
+    """--amp would be recorded as the cells' precision while the encoder trained in fp32: one line, no
+    record, no store written."""
+    from benchmarks import runner
+    from benchmarks.backends import SetupError
+
+    with pytest.raises(SetupError, match="the sentence backend cannot carry out --amp") as err:
+        runner.run("transformers", "smoke", results=tmp_path / "results", progress=False, amp=True)
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "results").rglob("*.json"))

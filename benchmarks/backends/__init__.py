@@ -64,12 +64,44 @@ class Outcome:
     sweep: list[SweepPoint] = field(default_factory=list)
 
 
+#: What a run's flags or a cell can ask for beyond a plain recipe: name -> (how the user asked, test). A
+#: backend lists in `supports` the ones it carries out; `check_supported` refuses any other before any work,
+#: so no record claims a precision, sweep or option its backend ignored.
+REQUESTS: dict[str, tuple[str, Callable[[Cell, Context], bool]]] = {
+    "amp": ("--amp", lambda cell, ctx: ctx.amp),
+    "channels_last": ("--channels-last", lambda cell, ctx: ctx.channels_last),
+    "reset_head": ("--reset-head", lambda cell, ctx: ctx.reset_head),
+    "distributed": ("torchrun (world size > 1)", lambda cell, ctx: ctx.world > 1),
+    "sweep": ("a sweep of read-out conditions", lambda cell, ctx: bool(cell.sweep)),
+    "options": ("extra QuantConfig options", lambda cell, ctx: bool(cell.options)),
+    "measured_eval": ("a measured-conductance evaluation", lambda cell, ctx: bool(cell.noise_eval_file)),
+}
+
+
 class Backend(Protocol):
+    name: str
+    supports: frozenset[str]  # keys of REQUESTS it carries out
+    hints: dict[str, str]  # per request it refuses: what to do instead (optional)
+
     def prepare(self, cells: list[Cell], ctx: Context) -> None: ...
 
     def finetune_and_evaluate(self, cell: Cell, ctx: Context) -> Outcome | None: ...
 
     def discard(self, cell: Cell, ctx: Context) -> None: ...
+
+
+def check_supported(backend: Backend, cells: list[Cell], ctx: Context) -> None:
+    """One line before any work for the first thing a cell or the run asks of `backend` that it cannot do."""
+    unknown = set(backend.supports) - set(REQUESTS)
+    if unknown:
+        raise KeyError(
+            f"{backend.name} backend supports unknown requests {sorted(unknown)}; known: {list(REQUESTS)}"
+        )
+    for cell in cells:
+        for key, (asked, test) in REQUESTS.items():
+            if key not in backend.supports and test(cell, ctx):
+                hint = backend.hints.get(key, "drop it for these cells")
+                raise SetupError(f"{cell.id}: the {backend.name} backend cannot carry out {asked}: {hint}")
 
 
 def produce_once(path: Path, ctx: Context, produce: Callable[[], None], poll_s: float = 5.0) -> None:

@@ -173,6 +173,16 @@ INITS = ("pretrained", "init_cfg")  # from the cached float model (Algorithm 1) 
 
 
 class MMEngine:
+    name = "mmengine"
+    supports = frozenset({"options", "measured_eval"})
+    hints = {
+        "amp": "OpenMMLab cells train as their config says (mixed precision: AmpOptimWrapper in the config)",
+        "channels_last": "OpenMMLab cells train as their config says; drop --channels-last",
+        "reset_head": "it applies to classification cells only; drop --reset-head",
+        "distributed": "OpenMMLab cells run one process each here; launch mmengine's own DDP instead",
+        "sweep": "it evaluates each cell under its own noise only (sweeps run in the torch loop)",
+    }
+
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], tuple[Path, str]] = {}
 
@@ -195,27 +205,11 @@ class MMEngine:
         return self.data[key]
 
     def prepare(self, cells: list[Cell], ctx: Context) -> None:
-        swept = [c.id for c in cells if c.sweep]
-        if swept:  # a sweep would be stored as if read out, so it is refused, never skipped
-            raise SetupError(
-                f"{len(swept)} OpenMMLab cell(s) carry a sweep ({swept[0]}...): the mmengine backend "
-                "evaluates each cell under its own noise only; drop the sweep (sweeps run in the torch loop)"
-            )
-        # torch-loop options mmengine would ignore while the record claimed them: refused instead
-        flags = {"--amp": ctx.amp, "--channels-last": ctx.channels_last, "--reset-head": ctx.reset_head}
-        ignored = [flag for flag, given in flags.items() if given]
-        if ignored:
-            raise SetupError(
-                f"{' '.join(ignored)} apply to classification cells only; OpenMMLab cells train as their "
-                "config says (mixed precision: optim_wrapper AmpOptimWrapper in the config)"
-            )
         try:
             import mmdet  # noqa: F401
             import mmseg  # noqa: F401
         except ImportError as exc:
             raise SetupError(f"OpenMMLab is not installed ({exc}): run `make setup`") from exc
-        if ctx.world > 1:
-            raise SetupError("OpenMMLab cells run one process each here; launch mmengine's own DDP instead")
         from mmengine.config import Config
 
         checked: set[str] = set()

@@ -40,6 +40,16 @@ LEFT_FLOAT = {
 
 
 class SentenceBackend:
+    name = "sentence"
+    supports = frozenset({"sweep", "options"})
+    hints = {
+        "amp": "the transformer track trains in fp32; drop --amp",
+        "channels_last": "it has no convolutions; drop --channels-last",
+        "reset_head": "the encoder has no classification head; drop --reset-head",
+        "distributed": "the transformer track runs one process per cell (use --workers)",
+        "measured_eval": "read measured conductances with a noise spec in the sweep instead",
+    }
+
     def __init__(self) -> None:
         self.encoder: text.SentenceEncoder | None = None
         self.tokens: dict[tuple[str, int], tuple[Tensor, str]] = {}

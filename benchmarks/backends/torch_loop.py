@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from benchmarks.backends import (
+    REQUESTS,
     Context,
     Outcome,
     SetupError,
@@ -311,6 +312,10 @@ def float_model(cell: Cell, data: DataBundle, ctx: Context) -> tuple[dict[str, T
 
 # ---------------------------------------------------------------- one cell
 class TorchLoop:
+    name = "torch"
+    supports = frozenset(REQUESTS)
+    hints: dict[str, str] = {}
+
     def __init__(self) -> None:
         self.bundles: dict[str, DataBundle] = {}
 
