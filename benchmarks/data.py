@@ -9,7 +9,6 @@ import hashlib
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,9 @@ from torchvision import datasets, transforms
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 from torchvision.transforms import functional as TF
 
+from benchmarks.bundle import DataBundle, TensorImages
 from benchmarks.results import fingerprint_files
+from benchmarks.synthetic import DATASETS, synth_bundle
 
 CIFAR_LAYOUT = (
     "DIR/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} "
@@ -36,16 +37,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 class DatasetError(ValueError):
     """Missing or malformed data; the message is one line naming the expected layout."""
-
-
-@dataclass
-class DataBundle:
-    train: Dataset
-    test: Dataset
-    num_classes: int
-    input_size: int
-    fingerprint: str
-    val: Dataset | None = None  # held out of `train` for model selection (Hou & Kwok's 45k/5k split)
 
 
 class CifarBatches(datasets.CIFAR10):
@@ -237,25 +228,6 @@ def imagenet(root: str | Path, augment: bool | str = True) -> DataBundle:
     return DataBundle(train, test, len(train.classes), 224, h.hexdigest()[:16])
 
 
-class TensorImages(Dataset):
-    """Images held in one tensor; training copies get a random translation (pad + crop, no flip: digits)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, pad: int = 0) -> None:
-        self.images, self.labels, self.pad = images, labels, pad
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = self.images[index]
-        if self.pad:
-            size = img.shape[-1]
-            padded = F.pad(img, (self.pad,) * 4)
-            dy, dx = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
-            img = padded[:, dy : dy + size, dx : dx + size]
-        return img, int(self.labels[index])
-
-
 def digits(size: int, augment: bool = True, noise: float = 0.0) -> DataBundle:
     """scikit-learn's 8x8 handwritten digits (1797 images, ships with the package), upsampled to size x size.
 
@@ -296,8 +268,6 @@ def load_data(name: str, root: str | Path | None = None, augment: bool | str = T
     """Build a dataset by name: cifar10 / cifar10_hou / imagenet / imagenet_rrc (need `root`); proxy:
     synth32[-seed1] (generated, benchmarks/synthetic.py), digits<size>[-noise<percent>] (scikit-learn's
     digits)."""
-    from benchmarks.synthetic import DATASETS, synth_bundle
-
     if name in DATASETS:
         return synth_bundle(DATASETS[name], augment)
     if name.startswith("digits"):

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.bundle import DataBundle, TensorImages
+
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "synth"
 SHAPES = ("disc", "ring", "square", "bar", "plus", "triangle")
 
@@ -212,11 +214,9 @@ def load_arrays(spec: SynthSpec) -> dict[str, np.ndarray]:
     return arrays
 
 
-def synth_bundle(spec: SynthSpec, augment: bool = True):
+def synth_bundle(spec: SynthSpec, augment: bool = True) -> DataBundle:
     """synth32 as a DataBundle: standardised per channel with the training statistics; training copies get
     CIFAR's 4-pixel pad-and-crop (no flip: a mirrored arrangement may be another class's)."""
-    from benchmarks.data import DataBundle, TensorImages
-
     arrays = load_arrays(spec)
     train = arrays["train_x"].astype(np.float64) / 255
     mean = train.mean(axis=(0, 2, 3), keepdims=True)
