@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from benchmarks.metrics import MetricName, gap_of
 from benchmarks.results import CELL_COLUMNS, SWEEP_COLUMNS
 from benchmarks.stats import Interval, PairedTest, Verdict, margin_for, paired_test, per_seed, verdicts
 
@@ -82,9 +83,9 @@ def select(frame: pd.DataFrame, match: dict[str, object]) -> pd.DataFrame:
 
 def primary_metric(frame: pd.DataFrame) -> str:
     """The table's headline gap: top-1 for classification, else the first measured gap (mAP, mIoU)."""
-    gaps = [c for c in frame.columns if c.startswith("gap_") and "_" not in c[4:]]  # not gap_ptq_*, *_std
-    if "gap_top1" in gaps:
-        return "gap_top1"
+    gaps = [m for m in metrics(frame) if MetricName.parse(m).headline]  # not gap_ptq_*, gap_vs_control_*
+    if (top1 := gap_of("top1")) in gaps:
+        return top1
     if not gaps:
         raise ValueError("no gap metric in these records")
     return sorted(gaps)[0]
@@ -237,7 +238,7 @@ class PaperClaim:
     text: str
     smaller: dict[str, object]
     larger: dict[str, object]
-    metric: str = "gap_top1"
+    metric: str = gap_of("top1")
     construction: str = ""
 
     def arms(self, frame: pd.DataFrame) -> tuple[dict[int, float], dict[int, float]]:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from benchmarks import faults
 from benchmarks.backends import Backend, Context, Outcome, SetupError, backend_for, check_supported
 from benchmarks.experiments import CONTROL, Cell, Condition, Recipe, cells
+from benchmarks.metrics import MetricName
 from benchmarks.results import (
     Claim,
     Record,
@@ -527,8 +528,9 @@ def _run_cells(
 
 
 def _summary(record: Record) -> str:
-    gaps = [k for k in record.metrics if k.startswith("gap_") and not k.startswith("gap_ptq")]
-    shown = (gaps or [k for k in record.metrics if not k.endswith("_clean")])[:2]  # no float model: no gap
+    names = {k: MetricName.parse(k) for k in record.metrics}
+    gaps = [k for k, name in names.items() if name.headline]
+    shown = (gaps or [k for k, name in names.items() if not name.clean])[:2]  # no float model: no gap
     parts = [f"{k} {m.mean:.2f} ± {m.std:.2f} (n={m.n})" for k, m in record.metrics.items() if k in shown]
     return ", ".join(parts) + f" ({record.wall_time_s:.0f} s)"
 

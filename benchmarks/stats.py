@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from scipy import stats
 
+from benchmarks.metrics import MetricName
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -42,8 +44,8 @@ POWER_TARGET = 0.8
 
 
 def margin_for(metric: str) -> float:
-    """The default equivalence margin of a metric or of its gap (`gap_mAP` -> the mAP margin)."""
-    return MARGINS.get(metric.removeprefix("gap_"), MARGIN)
+    """The default equivalence margin of any metric of a base (`gap_mAP`, `fp_mAP` -> the mAP margin)."""
+    return MARGINS.get(MetricName.parse(metric).base, MARGIN)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from benchmarks.experiments.robustness import COMPARE_NOISE
+from benchmarks.metrics import fp_of
 from benchmarks.results import atomic_write, load, seedless
 from benchmarks.stats import t_interval
 from cacim_core import quantizers
@@ -263,7 +264,7 @@ def render(
     results: str | Path = "results", scale: str = "proxy", out: str | Path = "figures/out"
 ) -> list[Path]:
     sweeps = store.sweeps("robustness", scale, results)
-    fp = float(load("robustness", scale, results)["fp_top1"].mean())
+    fp = float(load("robustness", scale, results)[fp_of("top1")].mean())
     out = Path(out) / scale  # per scale, like the tables: a smoke run never replaces proxy curves
     written, tables = [], []
     for axis in axes(sweeps):

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.metrics import gap_of
 from benchmarks.results import Record, load_sweeps, seedless
 from benchmarks.stats import t_interval
 
@@ -38,7 +39,8 @@ def gap(records: list[Record], metric: str) -> Gap | None:
     """The `metric` gap over the seeds of the most recently finished cell among `records` (several cells:
     show the newest); None when that cell has no finite gap."""
     cell = same_cell(records)
-    values = [r.metrics[f"gap_{metric}"] for r in cell if f"gap_{metric}" in r.metrics]
+    key = gap_of(metric)
+    values = [r.metrics[key] for r in cell if key in r.metrics]
     values = [m for m in values if math.isfinite(m.mean)]
     if not values:
         return None

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from benchmarks.experiments.transformers import PCM_TIMES
+from benchmarks.metrics import ptq_of
 from benchmarks.results import atomic_write, load, load_sweeps
 from benchmarks.stats import t_interval
 from figures import style
@@ -39,7 +40,7 @@ def level_curves(frame: pd.DataFrame) -> pd.DataFrame:
     plain = frame[(frame["noise_train"] == 0) & (frame["first_last"] == "quantize")]
     rows = []
     for (method, levels), group in plain.groupby(["method", "levels"]):
-        for stage, column in (("PTQ", f"ptq_{METRIC}"), ("fine-tuned", METRIC)):
+        for stage, column in (("PTQ", ptq_of(METRIC)), ("fine-tuned", METRIC)):
             mean, band, seeds = _band(group[column].tolist(), float(group[f"{column}_std"].iloc[0]))
             rows.append(
                 {

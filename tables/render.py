@@ -26,6 +26,7 @@ import pandas as pd
 
 from benchmarks.compare import PaperClaim, claim_lines, select
 from benchmarks.experiments import CONTROL, DIAGNOSES
+from benchmarks.metrics import MetricName, control_gap_of, fp_of, gap_of, ptq_of
 from benchmarks.results import atomic_write_all, load
 from benchmarks.stats import Interval, margin_for, paired_difference, per_seed, t_interval
 from benchmarks.two_stage import load_design
@@ -74,7 +75,7 @@ class TableSpec:
     @property
     def claim_margin(self) -> float:
         """The claims' equivalence margin when no --margin is given: the spec's, else its metric's default."""
-        return self.margin or margin_for(self.claims[0].metric if self.claims else "gap_top1")
+        return self.margin or margin_for(self.claims[0].metric if self.claims else gap_of("top1"))
 
     def with_extra_rows(self, methods: set[str]) -> TableSpec:
         """Rows for every measured method no row lists (e.g. a plugin's quantizer): a copy of each of our
@@ -157,11 +158,11 @@ def with_control_gaps(frame: pd.DataFrame) -> pd.DataFrame:
         if m not in frame:
             continue
         theirs = frame[list(CONTROL_KEY)].merge(control[[*CONTROL_KEY, m]], how="left", on=list(CONTROL_KEY))
-        gap = theirs[m].to_numpy() - frame[m].to_numpy()
-        frame[f"gap_vs_control_{m}"] = gap
-        frame.loc[frame["method"] == CONTROL, f"gap_vs_control_{m}"] = math.nan
-        frame[f"gap_vs_control_{m}_n"] = frame[f"{m}_n"]
-        frame[f"gap_vs_control_{m}_std"] = frame[f"{m}_std"]
+        key = control_gap_of(m)
+        frame[key] = theirs[m].to_numpy() - frame[m].to_numpy()
+        frame.loc[frame["method"] == CONTROL, key] = math.nan
+        frame[f"{key}_n"] = frame[f"{m}_n"]
+        frame[f"{key}_std"] = frame[f"{m}_std"]
     return frame
 
 
@@ -171,7 +172,8 @@ def control_notes(frame: pd.DataFrame) -> list[str]:
     control = frame[frame["method"] == CONTROL] if not frame.empty else frame
     out = []
     for arch, group in control.groupby("arch"):
-        change = t_interval(list(per_seed(group.assign(d=group["top1"] - group["fp_top1"]), "d").values()))
+        moved = group["top1"] - group[fp_of("top1")]
+        change = t_interval(list(per_seed(group.assign(d=moved), "d").values()))
         spread = f" ± {change.half:.2f} (95% CI, n={change.n} seeds)" if change.n > 1 else " (1 seed)"
         out.append(
             f"Control arm ({arch}): fine-tuning the float model with the same recipe and no quantizer moved "
@@ -197,9 +199,9 @@ def spread_notes(
     out, seen = [], set()
     for row in spec.rows:
         for col in spec.columns if row.match is not None else ():
-            base = next((m.removeprefix("gap_") for m in col.metrics if m.startswith("gap_")), None)
+            base = next((n.base for n in map(MetricName.parse, col.metrics) if n.headline), None)
             chosen = select(frame, {**row.match, **col.match}) if base else frame.iloc[0:0]
-            if base is None or chosen.empty or base not in chosen or f"ptq_{base}" not in chosen:
+            if base is None or chosen.empty or base not in chosen or ptq_of(base) not in chosen:
                 continue
             values = per_seed(chosen, base, f"table cell ({row.label!r}, {col.header!r})")
             key = (base, tuple(sorted(chosen["cell"])))
@@ -221,7 +223,7 @@ def _spread_note(where: str, base: str, chosen: pd.DataFrame, values: dict[int, 
     worst = max(values, key=lambda s: abs(values[s] - mid))
     rest = [v for s, v in values.items() if s != worst]
     sign = 1.0 if values[worst] >= mid else -1.0  # which way the farthest seed is off
-    start, fp = per_seed(chosen, f"ptq_{base}"), per_seed(chosen, f"fp_{base}")
+    start, fp = per_seed(chosen, ptq_of(base)), per_seed(chosen, fp_of(base))
     start_mid, fp_mid = statistics.median(start.values()), statistics.median(fp.values())
     if (fp[worst] - fp_mid) * sign > SPREAD_LIMIT:
         why = f"its float model is off the same way ({fp[worst]:.2f} vs median {fp_mid:.2f})"
@@ -286,7 +288,7 @@ def build_cells(spec: TableSpec, frame: pd.DataFrame, scale: str) -> list[dict[s
                 )
                 if measured:
                     text = measured.text(col.digits)
-                elif any("vs_control" in m for m in col.metrics):  # a gap that needs the control cell
+                elif any(MetricName.parse(m).against == "control" for m in col.metrics):  # needs the control
                     text = "(the control)" if row.match.get("method") == CONTROL else "no control cell"
                 else:
                     text = "not run"
@@ -311,8 +313,9 @@ def resolution(cells: list[dict[str, Any]], claims: list[Interval] = ()) -> str 
         if c.get("measured") is None:
             continue
         for name, interval in zip(c["measured"].metrics, c["measured"].intervals, strict=True):
-            if name.startswith("gap_") and math.isfinite(interval.half):
-                halves.setdefault(name.removeprefix("gap_"), []).append(interval.half)
+            metric = MetricName.parse(name)
+            if metric.kind == "gap" and math.isfinite(interval.half):
+                halves.setdefault(metric.subject, []).append(interval.half)
     if not halves:
         return None
     parts = [f"{name} {statistics.median(h):.2f} pt over {len(h)} cells" for name, h in halves.items()]

@@ -22,6 +22,7 @@ import torch
 
 from benchmarks import faults
 from benchmarks.experiments import Cell
+from benchmarks.metrics import fp_of, gap_of, ptq_of
 from benchmarks.results import Claim, Metric, SweepPoint, claim_holder
 
 
@@ -141,9 +142,14 @@ def gap_metrics(name: str, fp: float, result: Metric) -> dict[str, Metric]:
     """`name` (the quantized model), `fp_<name>` and `gap_<name>` = fp - quantized (same draws' spread)."""
     return {
         name: result,
-        f"fp_{name}": Metric(fp),
-        f"gap_{name}": Metric(fp - result.mean, result.std, result.n),
+        fp_of(name): Metric(fp),
+        gap_of(name): Metric(fp - result.mean, result.std, result.n),
     }
+
+
+def ptq_metrics(name: str, fp: float, ptq: float) -> dict[str, Metric]:
+    """`ptq_<name>` (right after conversion, before fine-tuning) and `gap_ptq_<name>` = fp - ptq."""
+    return {ptq_of(name): Metric(ptq), gap_of(name, "ptq"): Metric(fp - ptq)}
 
 
 def backend_for(cell: Cell) -> Backend:

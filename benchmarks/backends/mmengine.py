@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, produce_once, trained_float_key
 from benchmarks.experiments import Cell, MMRecipe
+from benchmarks.metrics import clean_of
 from benchmarks.openmmlab.voc_shapes import write_voc_shapes
 from benchmarks.results import (
     Metric,
@@ -293,7 +294,7 @@ class MMEngine:
             else:
                 result = Metric(clean[name])
             metrics.update(gap_metrics(name, fp[name], result) if fp is not None else {name: result})
-            metrics[f"{name}_clean"] = Metric(clean[name])
+            metrics[clean_of(name)] = Metric(clean[name])
         refits = refit_counts(unwrap(runner.model))
         return Outcome(metrics, fingerprint, time.time() - start, resumed, refits)  # checkpoints: `discard`
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmarks import text
-from benchmarks.backends import Context, Outcome, SetupError, gap_metrics
+from benchmarks.backends import Context, Outcome, SetupError, gap_metrics, ptq_metrics
 from benchmarks.experiments import CONTROL, Cell, Condition
 from benchmarks.experiments.transformers import DistillRecipe
 from benchmarks.results import Metric, SweepPoint
@@ -122,7 +122,7 @@ class SentenceBackend:
         metrics: dict[str, Metric] = {}
         for k in ("cos", f"nn{recipe.k}"):
             metrics.update(gap_metrics(k, fp[k], Metric(result.mean[k], result.std[k], result.n)))
-            metrics.update({f"ptq_{k}": Metric(ptq[k]), f"gap_ptq_{k}": Metric(fp[k] - ptq[k])})
+            metrics.update(ptq_metrics(k, fp[k], ptq[k]))
         metrics["weights_quantized"] = Metric(quantized_share(model))
         sweep = [
             self._point(model, config, at, measure, calibration, cell)

@@ -24,6 +24,7 @@ from benchmarks.backends import (
     SetupError,
     gap_metrics,
     produce_once,
+    ptq_metrics,
     recipe_hash,
     trained_float_key,
 )
@@ -382,8 +383,7 @@ class TorchLoop:
         for k in METRICS:
             metrics.update(gap_metrics(k, fp[k], _metric(result, k)))
             if config is not None:  # the control has no post-training-quantized model
-                ptq_k = trained["extra"]["ptq"][k]
-                metrics.update({f"ptq_{k}": Metric(ptq_k), f"gap_ptq_{k}": Metric(fp[k] - ptq_k)})
+                metrics.update(ptq_metrics(k, fp[k], trained["extra"]["ptq"][k]))
         sweep = []
         for at in (Condition(*c) for c in cell.sweep):  # the same trained model; a plain (noise, bits) reads
             set_tile(model, at.tile if at.tile is not None else config.tile)  # before set_adc: ADCs per tile
