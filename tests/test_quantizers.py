@@ -261,3 +261,32 @@ def test_readme_learned_example_trains_its_parameter():
     weights = torch.tensor([1.0, 2.0, 3.0])
     (q(w) * weights).sum().backward()  # d/ds = sum of weights * sign(w) over |w| > s/2 = -1 + 3
     assert float(q.s.grad) == pytest.approx(2.0) and torch.equal(w.grad, weights)
+
+
+def test_quantize_equals_the_bucketize_lookup_ties_included():
+    """`Quantizer.quantize` resolves up to 8 levels by a chain of selects: every weight must get exactly
+    the level `levels[bucketize(w, edges)]` gives (ties on an edge go to the lower cell), for every fitted
+    quantizer with 1-D levels, at 2..16 levels."""
+    import torch
+
+    from cacim_core import quantizers as q
+
+    torch.manual_seed(0)
+    checked = 0
+    for name in q.names():
+        for levels in (2, 3, 4, 5, 8, 9, 16):
+            try:
+                quantizer = q.build(name, levels)
+            except ValueError:  # a level count the method does not have (APoT, ternary ones)
+                continue
+            if quantizer.kind != "fitted":
+                continue
+            quantizer.fit(torch.randn(64, 80) * 0.1)
+            lv, edges = quantizer.levels, quantizer.edges
+            if lv.dim() != 1:  # per-channel (LQ-Net) has its own quantize
+                continue
+            up, down = edges.nextafter(torch.tensor(1.0)), edges.nextafter(torch.tensor(-1.0))
+            w = torch.cat([torch.randn(4000) * 0.1, edges, up, down, torch.tensor([-9.0, 9.0])])
+            assert torch.equal(quantizer.quantize(w), lv[torch.bucketize(w, edges)]), (name, levels)
+            checked += 1
+    assert checked >= 30
