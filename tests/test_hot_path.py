@@ -93,3 +93,28 @@ def test_sync_counter_sees_item():
         t.sum().item()
         float(t.max())
     assert counter.total == 2
+
+
+def test_evaluation_counts_hits_on_the_device_and_matches_a_numpy_reference(monkeypatch):
+    """`torch_loop.accuracy` keeps its hit counts on the device (no per-batch `int(tensor)`: on a GPU two
+    host syncs per batch) and gives the top-1/top-5 a numpy argsort computes from the same logits."""
+    import numpy as np
+
+    from benchmarks.backends import Context, torch_loop
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(600, 3, 8, 8), torch.randint(0, 10, (600,))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10)).eval()
+    ctx = Context("smoke", None, None, None, progress=False)  # type: ignore[arg-type]
+    # the batches a loader would yield, made beforehand: its own indexing is host work, not counted here
+    batches = list(zip(images.split(256), labels.split(256), strict=True))
+    monkeypatch.setattr(torch_loop, "eval_loader", lambda dataset, ctx: batches)
+    counter = SyncCounter()
+    with counter:
+        got = torch_loop.accuracy(model, None, ctx)  # type: ignore[arg-type]
+    assert counter.total == 0
+    with torch.no_grad():
+        order = np.argsort(-model(images).numpy(), axis=1, kind="stable")
+    truth = labels.numpy()[:, None]
+    assert got["top1"] == pytest.approx(100 * (order[:, :1] == truth).any(1).mean())
+    assert got["top5"] == pytest.approx(100 * (order[:, :5] == truth).any(1).mean())
