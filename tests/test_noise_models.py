@@ -386,3 +386,14 @@ def test_quantize_model_gives_lloyd_noise_the_training_noise():
     config = QuantConfig("lloyd_noise", noise=0.02, quantizer_kwargs={"noise": "pcm:t=86400"})
     model = quantize_model(nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 2)), config)
     assert quantized_layers(model)[0][2].quantizer.noise == PCMNoise(t=86400.0)
+
+
+@pytest.mark.parametrize("delta,mean", [(0.02, 0.0), (0.05, 0.01), (0.0, -0.03)])
+def test_gaussian_noise_is_the_papers_formula_bit_for_bit(delta, mean):
+    """NATS (eq. 6): (mean + delta * eps) * max|W_q| with eps ~ N(0, 1) from the given generator, as
+    written in the paper; any faster implementation must give the same floats."""
+    wq = torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(5)) * 0.1
+    got = GaussianNoise(delta, mean)(wq, torch.Generator().manual_seed(9))
+    eps = torch.randn(wq.shape, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(got, (mean + delta * eps) * wq.abs().max())
+    assert not wq.requires_grad and got.data_ptr() != wq.data_ptr()
