@@ -24,7 +24,6 @@ import pandas as pd
 from benchmarks.experiments.robustness import COMPARE_NOISE
 from benchmarks.metrics import fp_of
 from benchmarks.results import atomic_write, load, seedless
-from benchmarks.stats import t_interval
 from cacim_core import quantizers
 from cacim_core.noise import GaussianNoise, parse, parts, spec_of
 from figures import store, style
@@ -154,8 +153,7 @@ def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
     top1["curve"] = [seedless(*key) for key in zip(top1["cell"], top1["init"], top1["seed"], strict=True)]
     rows = []
     for (curve, x), group in top1.groupby(["curve", "x"]):
-        interval = t_interval(group["mean"].tolist())
-        band = interval.half if interval.n >= 2 else float(group["std"].iloc[0])
+        mean, spread, seeds = store.band(group["mean"].tolist(), float(group["std"].iloc[0]))
         first = group.iloc[0]
         rows.append(
             {
@@ -166,9 +164,9 @@ def curves(sweeps: pd.DataFrame, axis: str) -> pd.DataFrame:
                 "noise_samples": first["noise_samples"],
                 "axis": axis,
                 "x": x,
-                "top1": interval.mean,
-                "band": band,
-                "seeds": interval.n,
+                "top1": mean,
+                "band": spread,
+                "seeds": seeds,
                 "draws": int(first["n"]),
             }
         )

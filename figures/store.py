@@ -35,6 +35,13 @@ class Gap:
     record: Record  # the cell's first record (the fields its seeds share)
 
 
+def band(means: list[float], one_run_std: float) -> tuple[float, float, int]:
+    """(mean, band, seeds) of one cell's per-seed means: the 95% CI half-width over seeds when there are
+    several, else `one_run_std`, the spread of that one model's noise draws (figures label which)."""
+    interval = t_interval(means)
+    return interval.mean, interval.half if interval.n >= 2 else one_run_std, interval.n
+
+
 def gap(records: list[Record], metric: str) -> Gap | None:
     """The `metric` gap over the seeds of the most recently finished cell among `records` (several cells:
     show the newest); None when that cell has no finite gap."""
@@ -44,10 +51,7 @@ def gap(records: list[Record], metric: str) -> Gap | None:
     values = [m for m in values if math.isfinite(m.mean)]
     if not values:
         return None
-    if len(values) == 1:
-        return Gap(values[0].mean, values[0].std, 1, cell[0])
-    interval = t_interval([m.mean for m in values])
-    return Gap(interval.mean, interval.half, interval.n, cell[0])
+    return Gap(*band([m.mean for m in values], values[0].std), cell[0])
 
 
 def drawn_methods(records: Iterable[Record], wanted: tuple[str, ...]) -> tuple[list[str], list[str]]:

@@ -20,16 +20,9 @@ import pandas as pd
 from benchmarks.experiments.transformers import PCM_TIMES
 from benchmarks.metrics import ptq_of
 from benchmarks.results import atomic_write, load, load_sweeps
-from benchmarks.stats import t_interval
-from figures import style
+from figures import store, style
 
 METRIC = "nn10"
-
-
-def _band(values: list[float], std: float) -> tuple[float, float, int]:
-    """(mean, band, seeds): the 95% CI half-width over seeds, or one run's draw std."""
-    interval = t_interval(values)
-    return interval.mean, interval.half if interval.n >= 2 else std, interval.n
 
 
 POINT = ["panel", "method", "levels", "x", "stage", "value", "band", "seeds"]
@@ -41,7 +34,7 @@ def level_curves(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, levels), group in plain.groupby(["method", "levels"]):
         for stage, column in (("PTQ", ptq_of(METRIC)), ("fine-tuned", METRIC)):
-            mean, band, seeds = _band(group[column].tolist(), float(group[f"{column}_std"].iloc[0]))
+            mean, band, seeds = store.band(group[column].tolist(), float(group[f"{column}_std"].iloc[0]))
             rows.append(
                 {
                     "panel": "levels",
@@ -81,7 +74,7 @@ def device_points(sweeps: pd.DataFrame) -> pd.DataFrame:
     chosen["x"] = [_condition(p) for _, p in chosen.iterrows()]
     rows = []
     for (method, levels, x), group in chosen.groupby(["method", "levels", "x"], sort=False):
-        mean, band, seeds = _band(group["mean"].tolist(), float(group["std"].iloc[0]))
+        mean, band, seeds = store.band(group["mean"].tolist(), float(group["std"].iloc[0]))
         rows.append(
             {
                 "panel": "device",
