@@ -138,14 +138,7 @@ class ADC(nn.Module):
 
     @torch.no_grad()
     def observe(self, y: Tensor) -> None:
-        """Fold one batch's |y| quantile into the running mean that sets the range."""
-        a = y.detach().abs().flatten().float()
-        if a.numel() > 1 << 24:  # torch.quantile's input limit: a fixed strided subsample
-            a = a[:: a.numel() // (1 << 23) + 1]
-        stat = torch.quantile(a, self.quantile).to(self.range)
-        self.range.mul_(self.batches / (self.batches + 1)).add_(stat / (self.batches + 1))
-        self.batches += 1
-        self.calibrated = True
+        _fold_range(self, y)
 
     def forward(self, y: Tensor) -> Tensor:
         if self.observing:
@@ -161,6 +154,19 @@ class ADC(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, range={float(self.range):.4g}"
+
+
+@torch.no_grad()
+def _fold_range(converter: ADC | DAC, x: Tensor) -> None:
+    """Fold one batch's |x| quantile into the running mean that sets an ADC's or a DAC's range."""
+    a = x.detach().abs().flatten().float()
+    if a.numel() > 1 << 24:  # torch.quantile's input limit: a fixed strided subsample
+        a = a[:: a.numel() // (1 << 23) + 1]
+    stat = torch.quantile(a, converter.quantile).to(converter.range)
+    n = converter.batches
+    converter.range.mul_(n / (n + 1)).add_(stat / (n + 1))
+    converter.batches += 1
+    converter.calibrated = True
 
 
 def _loaded_calibration(module: nn.Module, incompatible_keys: object) -> None:
@@ -196,14 +202,9 @@ class DAC(nn.Module):
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
-        a = x.detach().abs().flatten().float()
-        if a.numel() > 1 << 24:  # torch.quantile's input limit: a fixed strided subsample
-            a = a[:: a.numel() // (1 << 23) + 1]
-        stat = torch.quantile(a, self.quantile).to(self.range)
-        self.range.mul_(self.batches / (self.batches + 1)).add_(stat / (self.batches + 1))
         self.low.copy_(torch.minimum(self.low, x.detach().min().to(self.low)))
-        self.batches += 1
-        self.calibrated, self.signed = True, bool(self.low < 0)
+        self.signed = bool(self.low < 0)
+        _fold_range(self, x)
 
     def forward(self, x: Tensor, bits: int) -> Tensor:
         if not self.calibrated:
