@@ -44,7 +44,6 @@ class QuantConfig:
     a float is the NATS delta (sigma = noise * max|W_q|); "gaussian:delta=0.02,mean=0.05" adds a device
     mean shift; "pcm:t=86400", "stuck:gmax=0.01", "measured:path=chip.csv", a dict or a noise object
     select a device model. It is parsed once here (`noise_model()`); the spec string is `noise_spec`.
-    noise_fn: deprecated alias of noise=<callable> (kept for old callers).
     first_last: the paper's footnotes: "quantize" (no mark), "fp" (*, first and last layer stay float)
     or "8bit" (+, 255-level uniform, noise-free digital layers).
     include/exclude: fnmatch patterns on module names (a name also covers the module's children).
@@ -63,7 +62,6 @@ class QuantConfig:
     method: str = "lloyd"
     levels: int = 4
     noise: NoiseSpec = 0.0
-    noise_fn: NoiseFn | None = None
     first_last: str = "quantize"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -86,13 +84,7 @@ class QuantConfig:
         if self.adc_bits is not None and self.adc_bits < 2:
             raise ValueError(f"adc_bits must be >= 2 (a signed ADC) or None, got {self.adc_bits}")
         object.__setattr__(self, "tile", check_tile(self.tile))
-        if self.noise_fn is not None and noises.parse(self.noise) is not None:
-            raise ValueError(
-                "QuantConfig: give the noise once, as noise=...; noise_fn is its deprecated alias"
-            )
-        object.__setattr__(
-            self, "_noise", noises.parse(self.noise_fn if self.noise_fn is not None else self.noise)
-        )
+        object.__setattr__(self, "_noise", noises.parse(self.noise))
 
     def noise_model(self) -> NoiseModel | None:
         """The training noise object, parsed once from `noise` (None: noise-free)."""

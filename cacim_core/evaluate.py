@@ -13,40 +13,18 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import noise as noises
-from .convert import NoiseFn, float_weight, quantized_layers
-from .noise import GaussianNoise, NoiseModel
+from .convert import float_weight, quantized_layers
+from .noise import NoiseModel
 
 OWN = None  # `noise=None`: each layer keeps the noise model it was quantized with
 
 
-def resolve(
-    noise: object = OWN, delta: float | None = None, mean: float = 0.0, noise_fn: NoiseFn | None = None
-) -> tuple[bool, NoiseModel | None]:
-    """(replace the layers' own noise?, the replacement) from `noise=` or its legacy sugar.
-
-    `delta=`/`mean=` (Gaussian) and `noise_fn=` (a callable) are thin sugar for `noise=`, kept for old
-    callers; give one of the three.
-    """
-    given = [
-        name
-        for name, value in (("noise", noise), ("delta", delta), ("noise_fn", noise_fn))
-        if value is not None
-    ]
-    if len(given) > 1:
-        raise ValueError(
-            f"pass either noise= or its legacy forms delta=/noise_fn=, not {' and '.join(given)}"
-        )
-    if delta is None and mean != 0:
-        raise ValueError(
-            "a mean shift needs delta (pass delta=0.0 for a pure shift, or noise='gaussian:mean=...')"
-        )
-    if delta is not None:
-        return True, noises.parse(GaussianNoise(delta, mean))
-    if noise_fn is not None:
-        return True, noises.parse(noise_fn)
-    if noise is not None:
-        return True, noises.parse(noise)
-    return False, None
+def resolve(noise: object = OWN) -> tuple[bool, NoiseModel | None]:
+    """(replace the layers' own noise?, the replacement): `noise=None` keeps each layer's own noise model,
+    any other spec (`cacim_core.noise.parse`) is parsed once here and replaces it."""
+    if noise is None:
+        return False, None
+    return True, noises.parse(noise)
 
 
 def chip_key(seed: int, draw: int, layer: int) -> int:
@@ -67,21 +45,17 @@ def weight_noise(
     seed: int = 0,
     *,
     draw: int = 0,
-    delta: float | None = None,
-    mean: float = 0.0,
-    noise_fn: NoiseFn | None = None,
 ) -> Iterator[nn.Module]:
     """Within the block, eval-mode forwards see one seeded noise sample per quantized layer (one chip).
 
     noise=None uses each layer's own noise model (none if it was trained without noise); any other spec
     (`cacim_core.noise.parse`: 0 for noise-free, a delta, "pcm:t=86400", a noise object, ...) replaces it on
-    every analog layer; digital 8-bit layers stay noise-free. delta=/mean=/noise_fn= are legacy sugar for
-    noise= (`resolve`).
+    every analog layer; digital 8-bit layers stay noise-free.
     Chip `draw` of training seed `seed`: each layer draws from its own generator keyed by
     `chip_key(seed, draw, layer index)`, so the draw does not depend on the order layers run in and no two
     (seed, draw) pairs share a chip; the noisy weights are computed once and cached for the whole block.
     """
-    replace, replacement = resolve(noise, delta, mean, noise_fn)
+    replace, replacement = resolve(noise)
     layers = quantized_layers(model)
     if replace and replacement is not None and getattr(replacement, "input_bits", None) is not None:
         if not any(hasattr(module, "dac") for _, module, p in layers if p.analog):
@@ -118,19 +92,15 @@ def noisy_evaluate(
     draws: int = 5,
     seed: int = 0,
     noise: object = OWN,
-    *,
-    delta: float | None = None,
-    mean: float = 0.0,
-    noise_fn: NoiseFn | None = None,
 ) -> NoisyResult:
     """Mean and sample std (ddof=1) of metric_fn(model) over `draws` seeded noise draws, in eval mode.
 
-    noise (and its legacy sugar delta/mean/noise_fn) as in `weight_noise`, parsed once here. Without any
+    noise as in `weight_noise`, parsed once here. Without any
     active noise every draw is identical, so the metric is computed once (std 0, n 1).
     """
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be an int >= 1 (programmed chips), got {draws!r}")
-    replace, replacement = resolve(noise, delta, mean, noise_fn)
+    replace, replacement = resolve(noise)
     if replace:
         noisy = replacement is not None
     else:

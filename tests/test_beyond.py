@@ -89,10 +89,10 @@ def test_mean_shift_in_training_and_at_test():
     assert float(shifts.mean()) == pytest.approx(0.05 * top, rel=0.02)
     assert float(shifts.std()) == pytest.approx(0.02 * top, rel=0.05)
     model.eval()
-    with torch.no_grad(), weight_noise(model, delta=0.0, mean=-0.03):
+    with torch.no_grad(), weight_noise(model, "gaussian:delta=0,mean=-0.03"):
         torch.testing.assert_close(layer.weight - clean, torch.full_like(clean, -0.03 * top))
         assert torch.equal(model[0].weight, quantized_layers(model)[0][2].clean(float_weight(model[0])))
-    with pytest.raises(ValueError, match="needs delta"):
+    with pytest.raises(TypeError, match="mean"):  # the removed legacy sugar: noise= is the one way
         with weight_noise(model, mean=0.1):
             pass
 
@@ -112,7 +112,7 @@ def _regression_error(noise_mean: float, eval_mean: float) -> float:
         opt.step()
         refit_check(model)
     model.eval()
-    with torch.no_grad(), weight_noise(model, delta=0.01, mean=eval_mean, seed=1):
+    with torch.no_grad(), weight_noise(model, f"gaussian:delta=0.01,mean={eval_mean}", seed=1):
         return float(F.mse_loss(model(x), y))
 
 

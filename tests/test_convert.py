@@ -112,12 +112,12 @@ def test_noisy_evaluate_statistics():
 
     quiet = noisy_evaluate(model, metric, draws=5)
     assert len(quiet.values["out"]) == 1 and quiet.std["out"] == 0.0
-    noisy = noisy_evaluate(model, metric, draws=5, seed=0, delta=0.05)
+    noisy = noisy_evaluate(model, metric, draws=5, seed=0, noise=0.05)
     values = torch.tensor(noisy.values["out"], dtype=torch.float64)
     assert len(values) == 5
     assert noisy.mean["out"] == pytest.approx(float(values.mean()))
     assert noisy.std["out"] == pytest.approx(float(values.std()))
-    assert noisy_evaluate(model, metric, draws=5, seed=0, delta=0.05).values == noisy.values
+    assert noisy_evaluate(model, metric, draws=5, seed=0, noise=0.05).values == noisy.values
     assert model.training, "training mode is restored"
 
 
@@ -159,7 +159,7 @@ def test_quantizer_parameters_are_trained():
     assert any(not torch.equal(b, s) for b, s in zip(before, steps, strict=True))
 
 
-def test_eval_noise_fn_replaces_the_layer_noise():
+def test_eval_noise_callable_replaces_the_layer_noise():
     model = quantize_model(small_net(), QuantConfig(levels=4)).eval()
     x = torch.randn(2, 3, 8, 8)
 
@@ -168,18 +168,17 @@ def test_eval_noise_fn_replaces_the_layer_noise():
 
     with torch.no_grad():
         clean = model(x)
-        with weight_noise(model, noise_fn=shift):
+        with weight_noise(model, shift):
             assert torch.equal(
                 model[2].weight, model[2].parametrizations.weight[0].clean(float_weight(model[2])) + 0.01
             )
             shifted = model(x)
     assert not torch.equal(clean, shifted)
-    with pytest.raises(ValueError, match="either noise= or"):
-        with weight_noise(model, delta=0.02, noise_fn=shift):
+    with pytest.raises(TypeError, match="noise_fn"):  # the removed legacy alias: noise= is the one way
+        with weight_noise(model, noise_fn=shift):
             pass
-    assert noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise_fn=shift).values["value"][
-        0
-    ] != float(clean.sum())
+    noisy = noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise=shift)
+    assert noisy.values["value"][0] != float(clean.sum())
 
 
 def test_bias_range_match_needs_one_level_set_per_layer():

@@ -92,21 +92,21 @@ def test_quant_config_parses_once_and_keeps_the_spec():
     assert config.noise_model() == PCMNoise(t=3600.0) and config.noise_spec == "pcm:t=3600"
     assert QuantConfig(noise=0.02).noise_model() == GaussianNoise(0.02)
     assert QuantConfig().noise_model() is None and QuantConfig().noise_spec == "none"
-    with pytest.raises(ValueError, match="give the noise once"):
+    with pytest.raises(TypeError, match="noise_fn"):  # the removed alias: noise= takes objects too
         QuantConfig(noise=0.02, noise_fn=GaussianNoise(0.01))
     with pytest.raises(ValueError, match=">= 0"):
         QuantConfig(noise=-0.01)
 
 
-def test_legacy_kwargs_are_sugar_for_noise():
+def test_noise_specs_as_string_and_object_draw_the_same_chip():
     torch.manual_seed(0)
     model = quantize_model(nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2)), QuantConfig(levels=4)).eval()
     x = torch.randn(4, 8)
     with torch.no_grad():
-        with weight_noise(model, delta=0.03, mean=0.01, seed=2):
-            legacy = model(x)
+        with weight_noise(model, GaussianNoise(0.03, 0.01), seed=2):
+            as_object = model(x)
         with weight_noise(model, "gaussian:delta=0.03,mean=0.01", seed=2):
-            assert torch.equal(model(x), legacy)
+            assert torch.equal(model(x), as_object)
     result = noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise="pcm:t=60")
     assert result.n == 3 and len(result.values["value"]) == 3 and result.std["value"] > 0
     assert noisy_evaluate(model, lambda m: float(m(x).sum()), draws=3, noise=0).n == 1
