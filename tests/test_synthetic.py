@@ -74,7 +74,6 @@ def test_bundle_is_cached_and_standardised(tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize("name", ["resnet20_proxy", "resnet18b_proxy", "resnet50b_proxy"])
 def test_proxy_models_stride2_stem(name: str) -> None:
     """The proxy nets halve the resolution in their first layer and keep torchvision's module order."""
-    import benchmarks.proxy_models  # noqa: F401  (registers the names)
     from benchmarks.models import build_model
 
     model = build_model(name, 10, 32)
