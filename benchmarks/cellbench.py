@@ -49,6 +49,12 @@ CELL_PARTS = (
     "setup and bookkeeping",
 )
 FLOAT_PARTS = (*TRAIN_PARTS[:4], "checkpoint saves", "clean evaluation", "setup and bookkeeping")
+#: the training paths the bench can put side by side (`--paths`): name -> the run's Context fields (the
+#: `make table3` flags); each changes how a cell computes, never its recipe
+PATHS: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "channels_last": {"channels_last": True},
+}
 QUANTIZER = "quantizer + noise"  # the parametrizations' forward, inside the part that ran them
 REST = "setup and bookkeeping"
 
@@ -229,18 +235,27 @@ def float_siblings(cell: Cell, listed: list[Cell]) -> int:
 
 
 def breakdown(
-    cell: Cell, listed: list[Cell], steps: int | None = None, backend: torch_loop.TorchLoop | None = None
+    cell: Cell,
+    listed: list[Cell],
+    steps: int | None = None,
+    backend: torch_loop.TorchLoop | None = None,
+    path: str = "fp32",
 ) -> Breakdown:
     """Run `cell` (its float model first, in a scratch store) with every part timed. `steps`: training steps
     per epoch actually run, scaled up to the recipe's (None: the whole recipe, as a smoke cell's). `listed`:
-    the experiment's cells (the float model's share). `backend` keeps the data set loaded between calls."""
+    the experiment's cells (the float model's share). `backend` keeps the data set loaded between calls.
+    `path`: one of PATHS, how the float model and the cell train."""
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
     if steps is not None and cell.max_batches is not None:
         raise ValueError(f"{cell.id} already runs {cell.max_batches} batches per epoch: pass steps=None")
     backend = backend or torch_loop.TorchLoop()
     measured = cell if steps is None else replace(cell, max_batches=steps)
     meter = Meter()
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(scale="cellbench", results=Path(tmp), data=None, weights=None, progress=False)
+        ctx = Context(
+            scale="cellbench", results=Path(tmp), data=None, weights=None, progress=False, **PATHS[path]
+        )
         data = backend._bundle(cell.dataset, ctx)
         cpu0 = time.process_time()
         with instrumented(meter, cell.max_batches and 1):
@@ -364,13 +379,23 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=64, help="training steps run per epoch (scaled up)")
     parser.add_argument("--scale", choices=("proxy", "smoke"), default="proxy", help="smoke: a quick look")
+    parser.add_argument(
+        "--paths",
+        default="fp32",
+        help=f"comma-separated training paths, measured interleaved in one run, the first the baseline "
+        f"({', '.join(PATHS)})",
+    )
     args = parser.parse_args()
+    paths = args.paths.split(",")
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown or len(set(paths)) != len(paths):
+        parser.error(f"--paths: give distinct names of {', '.join(PATHS)}; got {args.paths!r}")
     torch.set_num_threads(1)  # as each of the suite's two proxy workers
     steps = None if args.scale == "smoke" else args.steps
     backend = torch_loop.TorchLoop()
     start = time.process_time(), time.perf_counter()
-    measured: dict[str, dict[str, Breakdown]] = defaultdict(dict)
-    for experiment, arch in NETWORKS:
+    measured: dict[str, dict[str, dict[str, Breakdown]]] = defaultdict(lambda: defaultdict(dict))
+    for i, (experiment, arch) in enumerate(NETWORKS):
         cell = chosen_cell(experiment, arch, args.scale)
         if cell.dataset not in backend.bundles:
             load = time.process_time()
@@ -379,22 +404,37 @@ def main() -> None:
             print(
                 f"\ndata set {cell.dataset} loaded: {load:.1f} CPU-s, once per worker process (not per cell)"
             )
-        b = breakdown(cell, cells(experiment, args.scale), steps, backend)
-        measured[experiment][arch] = b
-        print(render(b), flush=True)
-    rates = {}
+        # the paths alternate their order network by network, so a slow drift of the machine is not
+        # charged to one of them
+        for path in paths if i % 2 == 0 else paths[::-1]:
+            b = breakdown(cell, cells(experiment, args.scale), steps, backend, path)
+            measured[path][experiment][arch] = b
+            print(f"\n### path: {path}" if len(paths) > 1 else "", render(b), flush=True)
+    rates: dict[str, dict[str, float]] = defaultdict(dict)
     print()
-    for experiment, by_arch in measured.items():
-        mean, line = mix_line(experiment, cells(experiment, args.scale), by_arch)
-        rates[experiment] = 3600 / mean
-        print(line)
+    for path in paths:
+        for experiment, by_arch in measured[path].items():
+            mean, line = mix_line(experiment, cells(experiment, args.scale), by_arch)
+            rates[path][experiment] = 3600 / mean
+            print(f"[{path}] {line}" if len(paths) > 1 else line)
     print(
         "\nestimate per cell: the measured cell of its network with its own final evaluation (chips or one "
         "clean pass); the control without PTQ evaluation, conversion, refit_check and parametrizations; "
         "other quantizers as Lloyd; a float model charged to its experiment's cells only (not table1_ft4x's)"
     )
     names = {"table1": "Table 1", "table3": "Table 3"}
-    print("cells per CPU-hour: " + ", ".join(f"{r:.1f} ({names[e]})" for e, r in rates.items()))
+    for path in paths:
+        label = f"[{path}] " if len(paths) > 1 else ""
+        print(
+            f"{label}cells per CPU-hour: "
+            + ", ".join(f"{r:.1f} ({names[e]})" for e, r in rates[path].items())
+        )
+    base = paths[0]
+    for path in paths[1:]:
+        print(
+            f"{path} vs {base}, cells per CPU-hour in this run: "
+            + ", ".join(f"x{rates[path][e] / rates[base][e]:.3f} ({names[e]})" for e in rates[base])
+        )
     cpu, wall = time.process_time() - start[0], time.perf_counter() - start[1]
     print(f"bench: {cpu:.0f} CPU-s, {wall:.0f} s wall")
 

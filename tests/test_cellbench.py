@@ -62,3 +62,25 @@ def test_breakdown_adds_up_to_the_cell(experiment, arch, tmp_path):
         r"mean [\d.]+ CPU-s per cell -> 3600 / ([\d.]+) = ([\d.]+) cells per CPU-hour", line
     )
     assert shown == pytest.approx(mean, rel=1e-3) and rate == pytest.approx(3600 / shown, rel=1e-3)
+
+
+def test_a_path_trains_the_way_it_names(monkeypatch):
+    """`--paths channels_last` runs the cell and its float model in channels_last (the flag `make table3`
+    would pass), and an unknown path is refused before any work."""
+    from benchmarks import cellbench
+
+    cell, listed = chosen_cell(*NETWORKS[0], "smoke"), cells(NETWORKS[0][0], "smoke")
+    seen = []
+    real_train = torch_loop.train
+
+    def train(model, recipe, data, seed, ckpt, ctx, *args, **kwargs):
+        seen.append(ctx.channels_last)
+        return real_train(model, recipe, data, seed, ckpt, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(torch_loop, "train", train)
+    b = breakdown(cell, listed, backend=torch_loop.TorchLoop(), path="channels_last")
+    assert seen == [True, True]  # the float model and the cell
+    assert sum(b.cpu.values()) + sum(b.float_cpu.values()) == pytest.approx(b.measured_cpu, rel=0.05)
+    with pytest.raises(ValueError, match="unknown path 'nhwc'; known: fp32, channels_last"):
+        breakdown(cell, listed, path="nhwc")
+    assert set(cellbench.PATHS) == {"fp32", "channels_last"}
