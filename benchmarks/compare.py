@@ -310,7 +310,10 @@ def claim_lines(
             out.append(f"Claim: {claim.text}: {v}")
         else:
             word = f"{ANSWER[v.kind]} — " if v.kind in ANSWER else ""
-            out.append(f"Claim: {claim.text}: {word}{v.sentence(*_names(claim), unit)}")
+            line = f"Claim: {claim.text}: {word}{v.sentence(*_names(claim), unit)}"
+            if design is not None and claim.text in design.seeds:
+                line += f" [two-stage: {design.stop_reason(claim.text, unit)}]"
+            out.append(line)
     family = next((v.family for v in found.values() if not isinstance(v, str)), None)
     if family is not None:
         out.append(

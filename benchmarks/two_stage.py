@@ -20,7 +20,7 @@ import pandas as pd
 from benchmarks.compare import PaperClaim
 from benchmarks.experiments import Cell
 from benchmarks.results import atomic_write, cell_dir
-from benchmarks.stats import ALPHA, t_interval, two_stage_seeds
+from benchmarks.stats import ALPHA, seeds_for_power, t_interval, two_stage_seeds
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,17 @@ class Design:
     def seeds_of(self, claim: str) -> list[int]:
         """The claim's seeds: the first stage's, then the next integers after its largest."""
         return self.seeds_of_cap()[: self.seeds[claim]]
+
+    def stop_reason(self, claim: str, unit: str = "pt") -> str:
+        """How many seeds the claim got and why no more: its first-stage SD's call, or the cap."""
+        n, n0, sd = self.seeds[claim], len(self.first_stage), self.sd0[claim]
+        need = seeds_for_power(sd, self.margin, self.alpha, limit=self.cap + 1, df=n0 - 1)
+        aim = f"80% power at ±{self.margin:g} {unit}, level {self.alpha:.3g}"
+        if need is not None and need <= self.cap:
+            return f"{n} seeds, what its first-stage SD {sd:.2f} calls for ({aim})"
+        return (
+            f"{n} seeds, stopped at the cap: its first-stage SD {sd:.2f} needs more than {self.cap} for {aim}"
+        )
 
     def seeds_of_cap(self) -> list[int]:
         """Every seed the design may use: the first stage's, then the next integers up to the cap."""

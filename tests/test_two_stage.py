@@ -12,7 +12,7 @@ from test_bench_results import make_record
 from benchmarks.__main__ import main
 from benchmarks.compare import PaperClaim, claim_lines
 from benchmarks.experiments import cells
-from benchmarks.stats import two_stage_seeds
+from benchmarks.stats import seeds_for_power, two_stage_seeds
 from benchmarks.two_stage import design_path, load_design, plan_design, register, second_stage_cells
 from tables.render import load_spec
 
@@ -59,6 +59,13 @@ def test_claim_lines_test_the_registered_seeds_with_the_first_stage_sd():
     p = 2 * stats.t.sf(abs(t), 2)
     assert f"n={n} seeds, SD of the first 3 (Stein two-stage)" in line
     assert f"p={p:.3g}" in line and "family of 1 test" in family and "two-stage design (Stein)" in seeds
+    # why it stopped: here at the cap (8): Stein's 2 df call for more seeds than that
+    assert seeds_for_power(sd0, 0.5, design.alpha, limit=9, df=2) is None
+    assert f"[two-stage: {n} seeds, stopped at the cap: its first-stage SD {sd0:.2f} needs more" in line
+    wide = plan_design((CLAIM,), _frame(range(8)), (0, 1, 2), cap=100, margin=0.5)
+    need = seeds_for_power(sd0, 0.5, wide.alpha, limit=101, df=2)
+    assert need is not None and 8 < need == wide.seeds[CLAIM.text] <= 100
+    assert f"{need} seeds, what its first-stage SD {sd0:.2f} calls for" in wide.stop_reason(CLAIM.text)
     short = claim_lines((CLAIM,), _frame(range(n - 1)), 0.5, design=design)[0]
     assert f"two-stage design, not tested yet: seeds {n - 1} of its {n} are not measured" in short
     with pytest.raises(ValueError, match="lacks first-stage seeds"):
