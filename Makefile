@@ -57,17 +57,25 @@ bench-cell: core
 # make table3 SCALE=paper DATA=/data/imagenet [WEIGHTS=dir] [METHODS=lloyd,mine] [PLUGIN=my_module|file.py]
 #             [SEEDS=0,1,2] [WORKERS=2] [FORCE=1] [RERUN_STALE=1] [MAX_SEEDS=10]
 # MAX_SEEDS=N: adaptive seeds, a two-stage design (benchmarks/two_stage.py): after the first stage (SEEDS or
-# the scale's), each claim's two arms get the seeds its first-stage SD calls for, at most N.
+# the scale's), each claim's two arms get the seeds its first-stage SD calls for, at most N. At proxy scale
+# the tables with claims (TWO_STAGE_TABLES) do this by default, up to PROXY_MAX_SEEDS; MAX_SEEDS=off: the
+# first stage only. SEED_RULE=fixed (make's default): every tested claim's arms to the cap, tested by the
+# paired t on all seeds; SEED_RULE=stein: Stein's design (n from the first-stage SD; `--seed-rule`).
 RUN = $(VPY) -m benchmarks run
 PLUGIN_FLAGS = $(if $(METHODS),--methods $(METHODS)) $(foreach p,$(subst $(comma), ,$(PLUGIN)),--plugin $(p))
 RUN_FLAGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(PLUGIN_FLAGS) \
 	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force) \
-	$(if $(RERUN_STALE),--rerun-stale) $(if $(MAX_SEEDS),--two-stage $(MAX_SEEDS))
+	$(if $(RERUN_STALE),--rerun-stale) $(if $(filter-out off,$(MAX_SEEDS)),--two-stage $(MAX_SEEDS) --seed-rule $(SEED_RULE))
 comma := ,
 CLASSIFICATION_TABLES := table1 table2 table3 delta
+TWO_STAGE_TABLES := table1 table3
+PROXY_MAX_SEEDS := 8
+SEED_RULE ?= fixed
+# the default cap, where none was given: proxy scale, a table with claims, the scale's own first stage
+default_cap = $(if $(or $(MAX_SEEDS),$(SEEDS)),,$(if $(and $(filter proxy,$(SCALE)),$(filter $(1),$(TWO_STAGE_TABLES))),--two-stage $(PROXY_MAX_SEEDS) --seed-rule $(SEED_RULE)))
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): core
-	$(RUN) $@ $(RUN_FLAGS)
+	$(RUN) $@ $(RUN_FLAGS) $(call default_cap,$@)
 	$(VPY) -m tables.render $@ $(foreach v,ptq control,$(if $(wildcard tables/specs/$@_$(v).py),$@_$(v))) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
 # Recipe sensitivity of a table's claims (benchmarks.experiments.SENSITIVITY): its claim rows and control

@@ -13,6 +13,7 @@ import sys
 from benchmarks.data import DatasetError
 from benchmarks.experiments import SCALES, cells
 from benchmarks.results import RecordExistsError, is_finished
+from benchmarks.two_stage import RULES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -86,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         help="adaptive seeds: after the first stage (the scale's seeds, or --seeds), each claim's arms get "
         "the seeds (at most CAP) its first-stage SD calls for (Stein's exact two-stage test)",
     )
+    run_p.add_argument(
+        "--seed-rule",
+        choices=RULES,
+        default=None,
+        help="with --two-stage: stein (n from the first-stage SD, Stein's test) or fixed (every claim CAP "
+        "seeds, the paired t on all; more power at a 3-seed first stage)",
+    )
     run_p.add_argument("--rerun-stale", action="store_true", help="recompute cells whose code/recipe changed")
     run_p.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
     run_p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible")
@@ -144,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             raise runner.SetupError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}")
         if args.time <= 0:
             raise runner.SetupError(f"--time must be > 0 minutes per job, got {args.time}")
+        if args.seed_rule is not None and args.two_stage is None:
+            raise runner.SetupError("--seed-rule chooses a second stage: give --two-stage CAP with it")
         if args.two_stage is not None and (args.force or args.launcher):
             raise runner.SetupError("--two-stage resumes its stages: drop --force and --launcher")
         go = runner.run
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
             from benchmarks.two_stage import run_two_stage
 
-            go = partial(run_two_stage, cap=args.two_stage)
+            go = partial(run_two_stage, cap=args.two_stage, rule=args.seed_rule or "stein")
         go(
             args.experiment,
             args.scale,

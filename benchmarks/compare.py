@@ -258,7 +258,7 @@ def claim_verdicts(
 ) -> dict[str, Verdict | str]:
     """claim text -> its verdict inside the family of the tested claims, or why it is not tested (by
     construction; not measured at this scale). One Holm family: a table's claims. With a registered
-    two-stage `design`, each claim is tested on its registered seeds by Stein's test."""
+    two-stage `design`, each claim is tested on its registered seeds (by Stein's test under its rule)."""
     tested: list[tuple[PaperClaim, PairedTest]] = []
     out: dict[str, Verdict | str] = {}
     for claim in claims:
@@ -273,7 +273,8 @@ def claim_verdicts(
                 )
                 continue
             a, b = {s: a[s] for s in want}, {s: b[s] for s in want}
-            tested.append((claim, paired_test(a, b, margin, first_stage=design.first_stage)))
+            first = design.first_stage if design.stein else None
+            tested.append((claim, paired_test(a, b, margin, first_stage=first)))
             continue
         if claim.construction:
             out[claim.text] = f"by construction, not tested: {claim.construction}"
@@ -320,13 +321,20 @@ def claim_lines(
             f"Claims: {family.describe(unit)}; a claim's two arms are paired by training seed "
             "(difference of the first arm's gap minus the second's)."
         )
-    if design is not None:
+    if design is not None and design.stein:
         out.append(
             f"Seeds: a registered two-stage design (Stein): first stage seeds "
             f"{', '.join(map(str, design.first_stage))}, then each claim the seeds its first-stage SD calls "
             f"for (80% power at ±{design.margin:g} {unit} at level {design.alpha:.3g}, at most "
             f"{design.cap}); the test uses the first stage's SD and degrees of freedom, exact whatever n "
             "it chose."
+        )
+    elif design is not None:
+        out.append(
+            f"Seeds: a registered fixed second stage: first stage seeds "
+            f"{', '.join(map(str, design.first_stage))}, then every tested claim's two arms to {design.cap} "
+            "seeds, whatever the first stage showed; each claim is the paired t test on all of them, exact "
+            "because n was fixed in advance."
         )
     return out
 

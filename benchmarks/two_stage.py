@@ -1,4 +1,11 @@
-"""Adaptive seeds for a table's claims: Stein's two-stage design (`run --two-stage CAP`, `MAX_SEEDS=`).
+"""Adaptive seeds for a table's claims: a registered second stage (`run --two-stage CAP`, `MAX_SEEDS=`).
+
+Two rules (`--seed-rule`). "stein" (Stein's two-stage design, below) sizes each claim from its first-stage
+SD; "fixed" gives every tested claim CAP seeds, whatever the first stage showed, and tests it by the
+plain paired t on all of them (n - 1 degrees of freedom): exact because n is fixed in advance. At a 3-seed
+first stage Stein's test keeps that stage's 2 degrees of freedom (t quantile 4.30 at 5%, 14.1 at Holm's
+first step over 10 claims, against 2.36 and 4.03 at n = 8), and its SD-driven n is then nearly always the
+cap: there "fixed" decides more claims for the same seeds (`make table3`'s default).
 
 After the first stage (the scale's seeds), each tested claim's first-stage SD fixes how many seeds it gets
 (`stats.two_stage_seeds`, power planned at the Holm worst-case level alpha / family size, at most CAP); the
@@ -33,6 +40,12 @@ class Design:
     alpha: float  # the level the second stage's power was planned at (alpha / family size)
     seeds: dict[str, int]  # claim text -> its seed count, first stage included
     sd0: dict[str, float]  # claim text -> its first-stage SD
+    rule: str = "stein"  # RULES: how the seeds were chosen and how the claims are tested
+
+    @property
+    def stein(self) -> bool:
+        """Tested by Stein's test (first-stage SD and df); else the plain paired t on every seed."""
+        return self.rule == "stein"
 
     def seeds_of(self, claim: str) -> list[int]:
         """The claim's seeds: the first stage's, then the next integers after its largest."""
@@ -41,6 +54,10 @@ class Design:
     def stop_reason(self, claim: str, unit: str = "pt") -> str:
         """How many seeds the claim got and why no more: its first-stage SD's call, or the cap."""
         n, n0, sd = self.seeds[claim], len(self.first_stage), self.sd0[claim]
+        if not self.stein:
+            return (
+                f"{n} seeds, the fixed design's n (paired t on all {n}, {n - 1} df; first-stage SD {sd:.2f})"
+            )
         need = seeds_for_power(sd, self.margin, self.alpha, limit=self.cap + 1, df=n0 - 1)
         aim = f"80% power at ±{self.margin:g} {unit}, level {self.alpha:.3g}"
         if need is not None and need <= self.cap:
@@ -55,6 +72,10 @@ class Design:
         return [*self.first_stage, *range(top, top + self.cap - len(self.first_stage))]
 
 
+#: the second-stage rules `--seed-rule` takes
+RULES = ("stein", "fixed")
+
+
 def design_path(results: str | Path, experiment: str, scale: str) -> Path:
     return cell_dir(results, experiment, scale) / ".design" / "two_stage.json"
 
@@ -64,13 +85,21 @@ def load_design(results: str | Path, experiment: str, scale: str) -> Design | No
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return Design(**{**data, "first_stage": tuple(data["first_stage"])})
+    return Design(**{**data, "first_stage": tuple(data["first_stage"])})  # no "rule": an older Stein design
 
 
 def plan_design(
-    claims: tuple[PaperClaim, ...], frame: pd.DataFrame, first_stage: tuple[int, ...], cap: int, margin: float
+    claims: tuple[PaperClaim, ...],
+    frame: pd.DataFrame,
+    first_stage: tuple[int, ...],
+    cap: int,
+    margin: float,
+    rule: str = "stein",
 ) -> Design:
-    """Each tested claim's seed count from its first-stage SD (records at the first-stage seeds only)."""
+    """Each tested claim's seed count: from its first-stage SD (records at the first-stage seeds only)
+    under "stein", the cap under "fixed"."""
+    if rule not in RULES:
+        raise ValueError(f"unknown seed rule {rule!r}; known: {', '.join(RULES)}")
     first = frame[frame["seed"].isin(first_stage)]
     tested = [c for c in claims if not c.construction]
     diffs: dict[str, list[float]] = {}
@@ -85,23 +114,32 @@ def plan_design(
             )
         diffs[claim.text] = [a[s] - b[s] for s in common]
     alpha = ALPHA / max(len(diffs), 1)
-    seeds = {text: two_stage_seeds(d, margin, alpha, cap) for text, d in diffs.items()}
+    if rule == "stein":
+        seeds = {text: two_stage_seeds(d, margin, alpha, cap) for text, d in diffs.items()}
+    else:
+        seeds = dict.fromkeys(diffs, cap)
     sd0 = {text: t_interval(d).sd for text, d in diffs.items()}
-    return Design(tuple(first_stage), cap, margin, alpha, seeds, sd0)
+    return Design(tuple(first_stage), cap, margin, alpha, seeds, sd0, rule)
 
 
 def register(results: str | Path, experiment: str, scale: str, design: Design) -> Design:
     """Write the design once; an existing one is the registered design and is returned unchanged (a rerun
-    resumes its second stage), unless it was made with another cap, margin or first stage: an error."""
+    resumes its second stage), unless it was made with another cap, margin, first stage or rule: an error."""
     path = design_path(results, experiment, scale)
     old = load_design(results, experiment, scale)
     if old is None:
         atomic_write(path, json.dumps(asdict(design), indent=1))
         return design
-    if (old.cap, old.margin, old.first_stage) != (design.cap, design.margin, design.first_stage):
+    if (old.cap, old.margin, old.first_stage, old.rule) != (
+        design.cap,
+        design.margin,
+        design.first_stage,
+        design.rule,
+    ):
         raise ValueError(
             f"a two-stage design is registered at {path} (cap {old.cap}, margin {old.margin:g}, first stage "
-            f"{list(old.first_stage)}): rerun with those, or delete the file to register a new one"
+            f"{list(old.first_stage)}, rule {old.rule}): rerun with those, or delete the file to register a "
+            "new one"
         )
     return old
 
@@ -124,7 +162,7 @@ def _matches(cell: Cell, selection: dict[str, object]) -> bool:
     return all(getattr(cell, key) == value for key, value in selection.items())
 
 
-def run_two_stage(experiment: str, scale: str, cap: int, **run: object) -> Design:
+def run_two_stage(experiment: str, scale: str, cap: int, rule: str = "stein", **run: object) -> Design:
     """The first stage (the scale's seeds, or `seeds`), the design registered from its records, then the
     second stage: each claim's arms at its extra seeds. A rerun resumes either stage; the design stands."""
     from benchmarks import runner
@@ -149,7 +187,7 @@ def run_two_stage(experiment: str, scale: str, cap: int, **run: object) -> Desig
     runner.run(experiment, scale, **run)  # type: ignore[arg-type]
     frame = with_control_gaps(load(experiment, scale, results))  # type: ignore[arg-type]
     try:
-        design = plan_design(spec.claims, frame, first, cap, spec.claim_margin)
+        design = plan_design(spec.claims, frame, first, cap, spec.claim_margin, rule)
         design = register(results, experiment, scale, design)  # type: ignore[arg-type]
     except ValueError as exc:
         raise runner.SetupError(str(exc)) from None
