@@ -6,8 +6,12 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.cacim-installed
 SCALE ?= proxy
 DATA ?=
-# proxy scale: two worker processes, one torch thread each (faster than one process with two threads)
+# proxy scale: two worker processes, one torch thread each (faster than one process with two threads), and
+# channels_last training (oneDNN's NHWC kernels: 1.24-1.29x the cells per CPU-hour of the narrow proxy nets
+# on this CPU, `make bench-cell`'s --paths fp32,channels_last) for the classification tables (the torch
+# loop; OpenMMLab and sentence cells refuse it); CHANNELS_LAST= (empty) trains NCHW
 WORKERS ?= $(if $(filter proxy,$(SCALE)),2)
+CHANNELS_LAST ?= $(if $(filter proxy,$(SCALE)),1)
 
 .PHONY: core setup test test-fast lint typecheck bench bench-cell
 
@@ -75,7 +79,7 @@ SEED_RULE ?= fixed
 default_cap = $(if $(or $(MAX_SEEDS),$(SEEDS)),,$(if $(and $(filter proxy,$(SCALE)),$(filter $(1),$(TWO_STAGE_TABLES))),--two-stage $(PROXY_MAX_SEEDS) --seed-rule $(SEED_RULE)))
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): core
-	$(RUN) $@ $(RUN_FLAGS) $(call default_cap,$@)
+	$(RUN) $@ $(RUN_FLAGS) $(if $(CHANNELS_LAST),--channels-last) $(call default_cap,$@)
 	$(VPY) -m tables.render $@ $(foreach v,ptq control,$(if $(wildcard tables/specs/$@_$(v).py),$@_$(v))) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
 # Recipe sensitivity of a table's claims (benchmarks.experiments.SENSITIVITY): its claim rows and control
