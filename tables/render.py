@@ -343,6 +343,14 @@ def provenance(frame: pd.DataFrame) -> list[str]:
             f"{refits.median():g}, max {refits.max():g}, {int((refits == 0).sum())} of {len(refits)} "
             "cells none (the paper: from a pretrained model, about once)"
         )
+    arithmetic = frame["precision"].value_counts() if "precision" in frame else pd.Series(dtype=int)
+    if set(arithmetic.index) - {"fp32"}:  # plain fp32 is the default and goes unsaid
+        mixed = " (one recipe in each; only the rounding differs)" if len(arithmetic) > 1 else ""
+        lines.append(
+            "training arithmetic: "
+            + ", ".join(f"{p} ({n} cells)" for p, n in sorted(arithmetic.items()))
+            + mixed
+        )
     seeds = sorted(frame["seed"].unique().tolist())
     lines.append(
         f"training seeds: {', '.join(map(str, seeds))}; code version(s): "

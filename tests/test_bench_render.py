@@ -1,6 +1,7 @@
 import csv
 import statistics
 
+import pandas as pd
 import pytest
 from scipy import stats
 from test_bench_results import make_record
@@ -362,3 +363,24 @@ def test_a_misspelt_field_or_method_in_a_spec_fails_naming_it(tmp_path, capsys, 
     with pytest.raises(ValueError, match=named):
         render(spec, "proxy", results, tmp_path / "out")
     assert not (tmp_path / "out" / "proxy" / "toy.md").exists()  # nothing half-written
+
+
+def test_a_table_says_when_its_cells_trained_in_another_arithmetic(tmp_path):
+    """Plain fp32 goes unsaid (outputs unchanged); channels_last, or a store mixing two paths (make's
+    default changed between stages), is named with its cell counts."""
+    from dataclasses import replace
+
+    from tables.render import provenance
+
+    def frame(precisions):
+        rows = []
+        for i, p in enumerate(precisions):
+            r = replace(make_record(f"s{i}", seed=i), precision=p)
+            rows.append({**r.__dict__, "cell": r.cell, "refits": 0})  # load() sums a cell's re-fits
+        return pd.DataFrame(rows)
+
+    assert not any("arithmetic" in line for line in provenance(frame(["fp32", "fp32"])))
+    (line,) = [x for x in provenance(frame(["fp32+channels_last"] * 2)) if "arithmetic" in x]
+    assert line == "training arithmetic: fp32+channels_last (2 cells)"
+    (line,) = [x for x in provenance(frame(["fp32", "fp32+channels_last", "fp32"])) if "arithmetic" in x]
+    assert line.startswith("training arithmetic: fp32 (2 cells), fp32+channels_last (1 cells) (one recipe")
