@@ -57,8 +57,8 @@ SETUPS = {
     "paper": Setup({"resnet20": "resnet20"}, "cifar10", PAPER, fp_recipe=HE_2016, trials=10),
     # synth32 (benchmarks/synthetic.py, 20k/10k generated CIFAR-sized images); each seed its own float model.
     # Six seeds: the paired gaps' SD was 0.35 pt over 5 seeds (uniform/lloyd 3L, lloyd 4L), so the median
-    # 95% CI half-width is about 0.4 pt. Measured (`make table1`, 2 workers, idle, empty store, 2026-12-04):
-    # 19 min 5 s wall, 37.0 CPU-minutes with the fixed second stage to 8 seeds (3 of 6 claims decided).
+    # 95% CI half-width is about 0.4 pt. Measured (`make table1`, 2 workers, idle, empty store, NCHW,
+    # 2026-12-04): 19 min 5 s wall, 37.0 CPU-minutes with the fixed second stage to 8 seeds (3 of 6 decided).
     "proxy": Setup(
         {"resnet20": "resnet20_proxy"},
         "synth32",
