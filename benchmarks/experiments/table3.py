@@ -29,10 +29,9 @@ PAPER = Recipe(
 # float model. After the 2-epoch fine-tune every BatchNorm's running statistics are re-estimated over 8
 # unaugmented training batches (not the paper's protocol): without it ResNet-50b's 3-4 level seeds spread
 # 4-22 pt from stale statistics alone (table3_nobn, the paper's protocol on those cells). Measured (`make
-# table3`, 2 workers, this 2-core CPU, empty store, 2026-12-04): the first stage 38 min 29 s wall, 71.4
-# CPU-minutes; the fixed second stage (each tested claim's arms to 8 seeds, 60 cells) 21 min 56 s, 42.4
-# CPU-minutes; median 95% CI half-width of the top-1 gaps 1.08 pt over 43 cells (n=3); 8 of the 10 tested
-# claims decided at n=8, the 2 others inconclusive with their power.
+# table3`, 2 workers, this 2-core CPU, empty store, 2026-12-04): channels_last (make's default) 53 min 50 s
+# wall, 91.2 CPU-minutes with the fixed second stage (each tested claim's arms to 8 seeds, 60 cells); NCHW
+# 60 min 25 s, 114 CPU-minutes. Each run decided 8 of the 10 tested claims, not the same 8 (README).
 PROXY = replace(PROXY_FT, refit_threshold=0.1, bn_reestimate=8)
 SETUPS = {
     "paper": Setup({"resnet18b": "resnet18b", "resnet50b": "resnet50b"}, "imagenet", PAPER, None, trials=10),
