@@ -69,17 +69,21 @@ RUN = $(VPY) -m benchmarks run
 PLUGIN_FLAGS = $(if $(METHODS),--methods $(METHODS)) $(foreach p,$(subst $(comma), ,$(PLUGIN)),--plugin $(p))
 RUN_FLAGS = --scale $(SCALE) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(PLUGIN_FLAGS) \
 	$(if $(SEEDS),--seeds $(SEEDS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(FORCE),--force) \
-	$(if $(RERUN_STALE),--rerun-stale) $(if $(filter-out off,$(MAX_SEEDS)),--two-stage $(MAX_SEEDS) --seed-rule $(SEED_RULE))
+	$(if $(RERUN_STALE),--rerun-stale) $(if $(filter-out off,$(MAX_SEEDS)),$(call two_stage,$(MAX_SEEDS)))
 comma := ,
 CLASSIFICATION_TABLES := table1 table2 table3 delta
 TWO_STAGE_TABLES := table1 table3
 PROXY_MAX_SEEDS := 8
 SEED_RULE ?= fixed
+two_stage = --two-stage $(1) --seed-rule $(SEED_RULE)
 # the default cap, where none was given: proxy scale, a table with claims, the scale's own first stage
-default_cap = $(if $(or $(MAX_SEEDS),$(SEEDS)),,$(if $(and $(filter proxy,$(SCALE)),$(filter $(1),$(TWO_STAGE_TABLES))),--two-stage $(PROXY_MAX_SEEDS) --seed-rule $(SEED_RULE)))
+default_cap = $(if $(or $(MAX_SEEDS),$(SEEDS)),,$(if $(and $(filter proxy,$(SCALE)),$(filter $(1),$(TWO_STAGE_TABLES))),$(call two_stage,$(PROXY_MAX_SEEDS))))
+# --channels-last for an experiment the torch loop trains (OpenMMLab and sentence cells refuse it), so that
+# compare's and sensitivity's new cells train as the table's own did
+channels_last = $(if $(and $(CHANNELS_LAST),$(filter-out table4 table4_one_stage table5 transformers,$(1))),--channels-last)
 .PHONY: $(CLASSIFICATION_TABLES)
 $(CLASSIFICATION_TABLES): core
-	$(RUN) $@ $(RUN_FLAGS) $(if $(CHANNELS_LAST),--channels-last) $(call default_cap,$@)
+	$(RUN) $@ $(RUN_FLAGS) $(call channels_last,$@) $(call default_cap,$@)
 	$(VPY) -m tables.render $@ $(foreach v,ptq control,$(if $(wildcard tables/specs/$@_$(v).py),$@_$(v))) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
 # Recipe sensitivity of a table's claims (benchmarks.experiments.SENSITIVITY): its claim rows and control
@@ -90,8 +94,8 @@ SENSITIVITY_OF = $(shell $(VPY) -c "from benchmarks.experiments import SENSITIVI
 .PHONY: sensitivity
 sensitivity: core
 	$(if $(SENSITIVITY_OF),,$(error no sensitivity variants for TABLE=$(TABLE); see SENSITIVITY in benchmarks/experiments))
-	$(RUN) $(TABLE) $(RUN_FLAGS)
-	$(foreach e,$(SENSITIVITY_OF),$(RUN) $(e) $(RUN_FLAGS) &&) true
+	$(RUN) $(TABLE) $(RUN_FLAGS) $(call channels_last,$(TABLE))
+	$(foreach e,$(SENSITIVITY_OF),$(RUN) $(e) $(RUN_FLAGS) $(call channels_last,$(TABLE)) &&) true
 	$(VPY) -m tables.sensitivity $(TABLE) --scale $(SCALE) $(if $(MARGIN),--margin $(MARGIN))
 
 # Compare a quantizer against baselines (paired by seed, 95% CIs); runs the missing cells first:
@@ -99,7 +103,7 @@ sensitivity: core
 TABLE ?= table3
 .PHONY: compare
 compare: $(if $(filter table4 table4_one_stage table5,$(TABLE)),setup,core)
-	$(RUN) $(TABLE) $(RUN_FLAGS) --methods $(METHOD),$(AGAINST)
+	$(RUN) $(TABLE) $(RUN_FLAGS) $(call channels_last,$(TABLE)) --methods $(METHOD),$(AGAINST)
 	$(VPY) -m benchmarks compare $(TABLE) --method $(METHOD) --against $(AGAINST) --scale $(SCALE) \
 		$(if $(MARGIN),--margin $(MARGIN))
 

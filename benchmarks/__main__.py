@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from functools import partial
 
 from benchmarks.data import DatasetError
 from benchmarks.experiments import SCALES, cells
 from benchmarks.results import RecordExistsError, is_finished
-from benchmarks.two_stage import RULES
+from benchmarks.two_stage import RULES, run_two_stage
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -158,10 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             raise runner.SetupError("--two-stage resumes its stages: drop --force and --launcher")
         go = runner.run
         if args.two_stage is not None:
-            from functools import partial
-
-            from benchmarks.two_stage import run_two_stage
-
             go = partial(run_two_stage, cap=args.two_stage, rule=args.seed_rule or "stein")
         go(
             args.experiment,
