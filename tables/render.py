@@ -345,7 +345,7 @@ def provenance(frame: pd.DataFrame) -> list[str]:
         )
     arithmetic = frame["precision"].value_counts() if "precision" in frame else pd.Series(dtype=int)
     if set(arithmetic.index) - {"fp32"}:  # plain fp32 is the default and goes unsaid
-        mixed = " (one recipe in each; only the rounding differs)" if len(arithmetic) > 1 else ""
+        mixed = " (one recipe in each, computed in different arithmetic)" if len(arithmetic) > 1 else ""
         lines.append(
             "training arithmetic: "
             + ", ".join(f"{p} ({n} cells)" for p, n in sorted(arithmetic.items()))
