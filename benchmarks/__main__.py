@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from functools import partial
 
 from benchmarks.data import DatasetError
 from benchmarks.experiments import SCALES, cells
@@ -147,39 +146,31 @@ def main(argv: list[str] | None = None) -> int:
                 done = is_finished(args.results, cell.experiment, args.scale, cell.id)
                 print(f"{'done' if done else 'todo'}  {cell.id}  ({cell.model} on {cell.dataset})")
             return 0
-        if args.workers < 1:
-            raise runner.SetupError(f"--workers must be >= 1, got {args.workers}")
-        if args.gpus_per_cell < 1:
-            raise runner.SetupError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}")
-        if args.time <= 0:
-            raise runner.SetupError(f"--time must be > 0 minutes per job, got {args.time}")
         if args.seed_rule is not None and args.two_stage is None:
             raise runner.SetupError("--seed-rule chooses a second stage: give --two-stage CAP with it")
         if args.two_stage is not None and (args.force or args.launcher):
             raise runner.SetupError("--two-stage resumes its stages: drop --force and --launcher")
-        go = runner.run
-        if args.two_stage is not None:
-            go = partial(run_two_stage, cap=args.two_stage, rule=args.seed_rule or "stein")
-        go(
-            args.experiment,
-            args.scale,
+        launcher = runner.Launcher(args.launcher or "slurm", args.gpus_per_cell, args.partition, args.time)
+        options = runner.RunOptions(
+            results=args.results,
             data=args.data,
             weights=args.weights,
-            results=args.results,
             methods=methods,
-            force=args.force,
-            progress=not args.no_progress,
-            rerun_stale=args.rerun_stale,
             seeds=seeds,
+            force=args.force,
+            rerun_stale=args.rerun_stale,
+            progress=not args.no_progress,
             workers=args.workers,
             device=args.device,
             reset_head=args.reset_head,
             amp=args.amp == "bf16",
             channels_last=args.channels_last,
-            launcher=runner.Launcher(args.launcher, args.gpus_per_cell, args.partition, args.time)
-            if args.launcher
-            else None,
+            launcher=launcher if args.launcher else None,
         )
+        if args.two_stage is None:
+            runner.run(args.experiment, args.scale, options)
+        else:
+            run_two_stage(args.experiment, args.scale, args.two_stage, args.seed_rule or "stein", options)
     except (runner.SetupError, DatasetError, RecordExistsError, ValueError, KeyError) as exc:
         print(f"error: {str(exc).strip(chr(34) + chr(39))}", file=sys.stderr)
         return 2

@@ -332,37 +332,71 @@ def plan(cells: list[Cell], ctx: Context) -> tuple[list[Cell], list[Cell], list[
     return todo, finished, stale
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """submitit, one job per cell: kind "slurm" (a cluster) or "local" (LocalExecutor, for tests)."""
+
+    kind: str = "slurm"
+    gpus_per_cell: int = 1
+    partition: str | None = None
+    time_min: int = 24 * 60
+    folder: str = ""  # default: <results>/.submitit
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("slurm", "local"):
+            raise SetupError(f"--launcher must be slurm or local, got {self.kind!r}")
+        if self.gpus_per_cell < 1:
+            raise SetupError(f"--gpus-per-cell must be >= 1, got {self.gpus_per_cell}")
+        if self.time_min <= 0:
+            raise SetupError(f"--time must be > 0 minutes per job, got {self.time_min}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run trains, beyond its experiment and scale: built once from the command line
+    (`benchmarks.__main__`) or by a caller, and checked when built, so a bad value fails before any work.
+    Which of them a backend carries out is its own declaration (`backends.REQUESTS`)."""
+
+    results: str | Path = "results"
+    data: str | Path | None = None
+    weights: str | Path | None = None  # default at paper scale: <data>/weights
+    methods: list[str] | None = None  # None: the table's
+    seeds: list[int] | None = None  # None: the scale's
+    force: bool = False  # recompute and overwrite every finished cell
+    rerun_stale: bool = False  # recompute the cells whose code or recipe changed
+    progress: bool = True
+    workers: int = 1  # worker processes on this machine
+    device: str | None = None  # None: cuda when visible
+    reset_head: bool = False
+    amp: bool = False  # bf16 autocast in training
+    channels_last: bool = False
+    launcher: Launcher | None = None  # submitit, one job per cell
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise SetupError(f"--workers must be >= 1, got {self.workers}")
+        if self.device not in (None, "cpu", "cuda"):
+            raise SetupError(f"--device must be cpu or cuda, got {self.device!r}")
+
+
 def run(
-    experiment: str,
-    scale: str = "proxy",
-    data: str | Path | None = None,
-    weights: str | Path | None = None,
-    results: str | Path = "results",
-    methods: list[str] | None = None,
-    force: bool = False,
-    progress: bool = True,
-    rerun_stale: bool = False,
-    seeds: list[int] | None = None,
-    workers: int = 1,
-    device: str | None = None,
-    reset_head: bool = False,
-    launcher: Launcher | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
-    only: list[Cell] | None = None,
+    experiment: str, scale: str = "proxy", options: RunOptions | None = None, only: list[Cell] | None = None
 ) -> list[Record]:
     """Run every unfinished cell of `experiment` at `scale` (or of `only`: a two-stage design's second
-    stage); returns the records this process wrote."""
+    stage) with `options`; returns the records this process wrote."""
+    opt = options or RunOptions()
     code_version()  # the code as loaded now, before any later commit
     try:
-        todo = cells(experiment, scale, methods, seeds) if only is None else only
+        todo = cells(experiment, scale, opt.methods, opt.seeds) if only is None else only
     except (ValueError, KeyError) as exc:
         raise SetupError(str(exc).strip("'\"")) from exc
     if not todo:
-        raise SetupError(f"no cell of {experiment} uses methods {methods}")
-    data_root = check_data(data)
+        raise SetupError(f"no cell of {experiment} uses methods {opt.methods}")
+    data_root = check_data(opt.data)
+    weights = opt.weights
     if weights is None and data_root is not None and scale == "paper":
         weights = data_root / "weights"
+    device = opt.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SetupError("--device cuda: no CUDA device is visible here; use --device cpu")
     if device == "cpu" and torch.cuda.is_available() and any(c.backend == "mmengine" for c in todo):
@@ -370,18 +404,18 @@ def run(
             "--device cpu: mmengine picks CUDA whenever it is visible; hide the GPUs with "
             "CUDA_VISIBLE_DEVICES= to run OpenMMLab cells on the CPU"
         )
-    check_store(Path(results))
+    check_store(Path(opt.results))
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ctx = Context(
         scale,
-        Path(results),
+        Path(opt.results),
         data_root,
         Path(weights) if weights else None,
-        progress,
+        opt.progress,
         device=chosen,
-        reset_head=reset_head,
-        amp=amp,
-        channels_last=channels_last,
+        reset_head=opt.reset_head,
+        amp=opt.amp,
+        channels_last=opt.channels_last,
     )
     if chosen.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -389,7 +423,8 @@ def run(
     if ctx.main:
         _sweep(experiment, ctx)
     unfinished, finished, stale = plan(todo, ctx)
-    if stale and not (force or rerun_stale):
+    force = opt.force
+    if stale and not (force or opt.rerun_stale):
         listing = "; ".join(f"{c.id} ({why})" for c, why in stale[:5])
         more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
         raise SetupError(
@@ -414,10 +449,10 @@ def run(
         )
     with _interruptible():
         try:
-            if launcher is not None:
-                return _run_submitit(pending, overwrite, ctx, launcher)
-            if workers > 1 and ctx.world == 1:
-                return _run_parallel(pending, overwrite, ctx, workers)
+            if opt.launcher is not None:
+                return _run_submitit(pending, overwrite, ctx, opt.launcher)
+            if opt.workers > 1 and ctx.world == 1:
+                return _run_parallel(pending, overwrite, ctx, opt.workers)
             return _run_cells(pending, overwrite, ctx, f"{experiment} [{scale}]")
         except Interrupted as stop:
             done = sum(record_path(ctx.results, c.experiment, scale, c.id).is_file() for c in todo)
@@ -554,17 +589,6 @@ def _worker(
     return _run_cells(rotated, overwrite, ctx, f"worker {index}", since)
 
 
-@dataclass(frozen=True)
-class Launcher:
-    """submitit, one job per cell: kind "slurm" (a cluster) or "local" (LocalExecutor, for tests)."""
-
-    kind: str = "slurm"
-    gpus_per_cell: int = 1
-    partition: str | None = None
-    time_min: int = 24 * 60
-    folder: str = ""  # default: <results>/.submitit
-
-
 def _cell_job(cell: Cell, overwrite: set[str], ctx: Context, plugins: list[str], since: float, gpus: int):
     """What one submitit job runs: one cell; with several GPUs, DDP across the job's tasks."""
     if gpus > 1:
@@ -583,7 +607,7 @@ def _run_submitit(pending: list[Cell], overwrite: set[str], ctx: Context, launch
     if launcher.kind == "local":
         executor: submitit.Executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=launcher.time_min)
-    elif launcher.kind == "slurm":
+    else:  # slurm (Launcher checks its kind)
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(
             timeout_min=launcher.time_min,
@@ -592,8 +616,6 @@ def _run_submitit(pending: list[Cell], overwrite: set[str], ctx: Context, launch
             cpus_per_task=8,
             slurm_partition=launcher.partition,
         )
-    else:
-        raise SetupError(f"--launcher must be slurm or local, got {launcher.kind!r}")
     since = time.time()
     with executor.batch():
         jobs = [

@@ -21,6 +21,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -28,6 +29,9 @@ from benchmarks.compare import PaperClaim
 from benchmarks.experiments import Cell
 from benchmarks.results import atomic_write, cell_dir
 from benchmarks.stats import ALPHA, seeds_for_power, t_interval, two_stage_seeds
+
+if TYPE_CHECKING:  # the runner imports torch: at call time only
+    from benchmarks.runner import RunOptions
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,9 @@ def _matches(cell: Cell, selection: dict[str, object]) -> bool:
     return all(getattr(cell, key) == value for key, value in selection.items())
 
 
-def run_two_stage(experiment: str, scale: str, cap: int, rule: str = "stein", **run: object) -> Design:
+def run_two_stage(
+    experiment: str, scale: str, cap: int, rule: str = "stein", options: RunOptions | None = None
+) -> Design:
     """The first stage (the scale's seeds, or `seeds`), the design registered from its records, then the
     second stage: each claim's arms at its extra seeds. A rerun resumes either stage; the design stands."""
     from benchmarks import runner
@@ -177,24 +183,23 @@ def run_two_stage(experiment: str, scale: str, cap: int, rule: str = "stein", **
     tested = [c for c in spec.claims if not c.construction]
     if not tested:
         raise runner.SetupError(f"--two-stage: table {experiment} tests no claim; run it without --two-stage")
-    methods, seeds = run.get("methods"), run.get("seeds")
-    first = tuple(sorted({c.seed for c in cells(experiment, scale, methods, seeds)}))  # type: ignore[arg-type]
+    opt = options or runner.RunOptions()
+    first = tuple(sorted({c.seed for c in cells(experiment, scale, opt.methods, opt.seeds)}))
     if len(first) < 2 or cap < len(first):
         raise runner.SetupError(
             f"--two-stage {cap}: needs 2+ first-stage seeds and a cap of at least their {len(first)}"
         )
-    results = run.get("results", "results")
-    runner.run(experiment, scale, **run)  # type: ignore[arg-type]
-    frame = with_control_gaps(load(experiment, scale, results))  # type: ignore[arg-type]
+    runner.run(experiment, scale, opt)
+    frame = with_control_gaps(load(experiment, scale, opt.results))
     try:
         design = plan_design(spec.claims, frame, first, cap, spec.claim_margin, rule)
-        design = register(results, experiment, scale, design)  # type: ignore[arg-type]
+        design = register(opt.results, experiment, scale, design)
     except ValueError as exc:
         raise runner.SetupError(str(exc)) from None
     for text, n in design.seeds.items():
         print(f"two-stage: {text}: first-stage SD {design.sd0[text]:.2f}, {n} seeds", file=sys.stderr)
-    every = cells(experiment, scale, methods, design.seeds_of_cap())  # type: ignore[arg-type]
+    every = cells(experiment, scale, opt.methods, design.seeds_of_cap())
     todo = second_stage_cells(design, spec.claims, every)
     if todo:
-        runner.run(experiment, scale, **{**run, "only": todo})  # type: ignore[arg-type]
+        runner.run(experiment, scale, opt, only=todo)
     return design

@@ -10,7 +10,7 @@ from figures import drift
 
 @pytest.mark.slow
 def test_drift_smoke_run_and_render(tmp_path):
-    written = runner.run("drift", "smoke", results=tmp_path, progress=False)
+    written = runner.run("drift", "smoke", runner.RunOptions(results=tmp_path, progress=False))
     assert len(written) == len(cells("drift", "smoke")) == 4
     for record in written:
         times = sorted(parse(p.noise).t for p in record.sweep)

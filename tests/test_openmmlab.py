@@ -228,6 +228,13 @@ def test_ssd_head_fixed_predicts() -> None:
         plain.predict(torch.randn(1, 3, 160, 160), [sample])
 
 
+def _options(voc_root, results, methods=None):
+    """The run options of the OpenMMLab smoke tests: the VOC fixture, a store, no progress bars."""
+    from benchmarks import runner
+
+    return runner.RunOptions(results=results, data=str(voc_root), methods=methods, progress=False)
+
+
 @pytest.mark.parametrize("table", ["table4", "table5"])
 def test_table_smoke_run_and_render(table, voc_root, tmp_path, monkeypatch) -> None:
     """SSD / PSPNet trained a few iterations (float, then each quantized cell with CacimHook), evaluated by
@@ -243,7 +250,7 @@ def test_table_smoke_run_and_render(table, voc_root, tmp_path, monkeypatch) -> N
     runner.load_plugin(str(Path(__file__).parent / "cacim_test_plugin.py"))
     listed = cells(table, "smoke", methods)
     results = tmp_path / "results"
-    runner.run(table, "smoke", str(voc_root), None, results, methods, progress=False)
+    runner.run(table, "smoke", _options(voc_root, results, methods))
     records = {r.cell: r for r in load_records(results, table, "smoke")}
     assert set(records) == {c.id for c in listed}
     names = [name for name, _, _ in listed[0].recipe.metrics]
@@ -271,7 +278,7 @@ def test_table_smoke_run_and_render(table, voc_root, tmp_path, monkeypatch) -> N
         assert len(layers) == 13  # VGG16's 15 convs (13 + conv6 + conv7) minus the two kept float
 
     # A second run finds every cell finished and trains nothing.
-    assert runner.run(table, "smoke", str(voc_root), None, results, methods, progress=False) == []
+    assert runner.run(table, "smoke", _options(voc_root, results, methods)) == []
     paths = render(load_spec(table), "smoke", results, tmp_path / "out")
     text = paths[0].read_text()
     assert f"{records[listed[0].id].metrics[names[0]].mean:.1f}" in text and "[smoke" in text
@@ -290,7 +297,7 @@ def _fig4b_smoke(voc_root, results, floats) -> None:
     from benchmarks.results import load_records
     from figures import fig4
 
-    runner.run("fig4b", "smoke", str(voc_root), None, results, progress=False)
+    runner.run("fig4b", "smoke", _options(voc_root, results))
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in floats.items())
     records = load_records(results, "fig4b", "smoke")
     table = fig4.gap_table(records)
@@ -329,7 +336,7 @@ def _one_stage_smoke(voc_root, results, out, monkeypatch) -> None:
         return train_and_test(cfg, tta)
 
     monkeypatch.setattr(mmengine, "_train_and_test", spy)
-    runner.run("table4_one_stage", "smoke", str(voc_root), None, results, progress=False)
+    runner.run("table4_one_stage", "smoke", _options(voc_root, results))
     assert {p.name: p.stat().st_mtime_ns for p in floats.iterdir()} == before  # no float model touched
     float_iters = two[0].fp_recipe.phase["train_cfg"]["max_iters"]
     assert started == [(None, False, float_iters, None)] * len(one)  # the slim config's init: random
@@ -424,7 +431,9 @@ def test_torch_loop_options_are_refused_for_openmmlab_cells(tmp_path, monkeypatc
         assert option.replace("_", "-") in str(err.value) and "\n" not in str(err.value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(SetupError, match="--device cpu: mmengine picks CUDA"):
-        runner.run("table4", "smoke", results=tmp_path / "results", device="cpu", progress=False)
+        runner.run(
+            "table4", "smoke", runner.RunOptions(results=tmp_path / "results", device="cpu", progress=False)
+        )
     assert not (tmp_path / "results").exists()
 
 

@@ -67,7 +67,7 @@ def test_proxy_spec_covers_the_grid():
 def smoke_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Record]]:
     """The smoke robustness run, once for the tests that read it."""
     store = tmp_path_factory.mktemp("robustness")
-    return store, runner.run("robustness", "smoke", results=store, progress=False)
+    return store, runner.run("robustness", "smoke", runner.RunOptions(results=store, progress=False))
 
 
 def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
@@ -85,7 +85,9 @@ def test_smoke_run_resume_and_figures(smoke_store, tmp_path):
             (irdrop(0.05, 1.0), None, (64, 64)),
         }
     assert {r.recipe["noise_samples"] for r in written} == {1, 2}
-    assert runner.run("robustness", "smoke", results=store, progress=False) == []  # finished: skipped
+    assert (
+        runner.run("robustness", "smoke", runner.RunOptions(results=store, progress=False)) == []
+    )  # finished: skipped
     paths = robustness.render(store, "smoke", tmp_path / "out")
     names = sorted(p.name for p in paths)
     assert names == sorted(
@@ -166,7 +168,9 @@ def tile_identity(scale: str) -> list[Cell]:
 
 def test_tiles_as_large_as_every_layer_equal_the_whole_layer_bitwise(tmp_path):
     """Through the runner and the torch loop: same noise seed, same ADC calibration, same numbers."""
-    (record,) = runner.run("robustness_tile_identity", "smoke", results=tmp_path, progress=False)
+    (record,) = runner.run(
+        "robustness_tile_identity", "smoke", runner.RunOptions(results=tmp_path, progress=False)
+    )
     at = {p.condition: p.metrics for p in record.sweep}
     assert len(at) == len(IDENTITY_SWEEP)
     whole, adc = at[(0.05, None, None)], at[(ADC_NOISE, 3, None)]
@@ -178,7 +182,9 @@ def test_tiles_as_large_as_every_layer_equal_the_whole_layer_bitwise(tmp_path):
     IDENTITY_SWEEP.append(Condition(0.05, tile=(64, 64)))  # the spec gains a point the record lacks
     try:
         with pytest.raises(SetupError, match="lacks 1 of the cell's 7 sweep points"):
-            runner.run("robustness_tile_identity", "smoke", results=tmp_path, progress=False)
+            runner.run(
+                "robustness_tile_identity", "smoke", runner.RunOptions(results=tmp_path, progress=False)
+            )
     finally:
         IDENTITY_SWEEP.pop()
 

@@ -149,7 +149,9 @@ def test_one_cell_end_to_end_through_the_runner_store_table_and_figure(tmp_path:
     cell = dataclasses.replace(
         cell, recipe=tiny, sweep=(Condition("pcm:t=3600"), Condition(0.02, 4, (64, 64)))
     )
-    written = runner.run("transformers", "smoke", results=tmp_path, progress=False, only=[cell])
+    written = runner.run(
+        "transformers", "smoke", runner.RunOptions(results=tmp_path, progress=False), only=[cell]
+    )
     (record,) = written
     assert record.dataset_fingerprint == text.corpus("stdlib-docstrings")[1]
     assert record.metrics["fp_nn10"].mean == 100.0 and record.metrics["nn10"].n == cell.trials
@@ -172,6 +174,8 @@ def test_run_flags_the_sentence_backend_cannot_honour_are_refused_before_any_wor
     from benchmarks.backends import SetupError
 
     with pytest.raises(SetupError, match="the sentence backend cannot carry out --amp") as err:
-        runner.run("transformers", "smoke", results=tmp_path / "results", progress=False, amp=True)
+        runner.run(
+            "transformers", "smoke", runner.RunOptions(results=tmp_path / "results", progress=False, amp=True)
+        )
     assert "\n" not in str(err.value)
     assert not list((tmp_path / "results").rglob("*.json"))
